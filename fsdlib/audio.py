@@ -1,0 +1,86 @@
+"""Reading audio: validated WAV files as mono int16 at 44.1 kHz, the project's canonical waveform."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from fsdlib.errors import FsdError
+
+SAMPLE_RATE = 44_100
+log = logging.getLogger(__name__)
+
+
+def _check_riff(path: Path) -> None:
+    """Catch what libsndfile forgives: a WAV whose data chunk claims more bytes than the file holds."""
+    size = path.stat().st_size
+    if size == 0:
+        raise FsdError("empty file (0 bytes)", path)
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
+            raise FsdError("not a WAV file (no RIFF/WAVE header)", path)
+        if head[:4] != b"RIFF":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"data":
+                if pos + 8 + chunk_size > size:
+                    have = size - pos - 8
+                    raise FsdError(f"truncated WAV: data chunk declares {chunk_size} bytes, file holds {have}", path)
+                return
+            pos += 8 + chunk_size + (chunk_size & 1)
+        raise FsdError("WAV has no data chunk", path)
+
+
+def load_wav(path: str | Path) -> np.ndarray:
+    """Read a WAV as mono int16 at 44.1 kHz; downmix and resample other formats with a logged warning.
+
+    Raises FsdError naming the file for a missing, empty, truncated or unreadable file.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise FsdError("audio file not found", path)
+    _check_riff(path)
+    try:
+        info = sf.info(str(path))
+        if info.frames == 0:
+            raise FsdError("empty WAV (0 samples)", path)
+        if info.channels == 1 and info.samplerate == SAMPLE_RATE and info.subtype == "PCM_16":
+            data = sf.read(str(path), dtype="int16", always_2d=False)[0]
+            return np.ascontiguousarray(data, dtype=np.int16)
+        data, sr = sf.read(str(path), dtype="float64", always_2d=True)
+    except FsdError:
+        raise
+    except Exception as exc:  # libsndfile reports many kinds of damage; all mean "unreadable"
+        raise FsdError(f"unreadable WAV ({exc})", path) from None
+    conversions = []
+    if data.shape[1] > 1:
+        conversions.append(f"downmixed {data.shape[1]} channels")
+    mono = data.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        import librosa
+
+        conversions.append(f"resampled {sr} Hz -> {SAMPLE_RATE} Hz")
+        mono = librosa.resample(mono, orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    if info.subtype != "PCM_16":
+        conversions.append(f"converted {info.subtype} to 16-bit PCM")
+    if conversions:
+        log.warning("%s: %s", path, ", ".join(conversions))
+    if mono.size == 0:
+        raise FsdError("empty WAV (0 samples after conversion)", path)
+    if not np.all(np.isfinite(mono)):
+        raise FsdError("WAV holds non-finite samples (NaN or inf)", path)
+    return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def to_float(wave: np.ndarray) -> np.ndarray:
+    """int16 samples to float32 in [-1, 1): the EnvNet input scale (SPEC section 2)."""
+    return wave.astype(np.float32) / np.float32(32768.0)

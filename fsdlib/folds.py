@@ -1,0 +1,60 @@
+"""Cross-validation folds over the curated set, and a fold assignment for noisy clips (leak-free pseudo labels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+from sklearn.model_selection import KFold
+
+from fsdlib.dataset import Dataset
+from fsdlib.errors import FsdError
+
+FoldMethod = Literal["multilabel_stratified", "kfold"]
+METHODS = ("multilabel_stratified", "kfold")
+
+
+@dataclass(frozen=True)
+class FoldConfig:
+    n_folds: int = 5
+    seed: int = 0
+    method: FoldMethod = "multilabel_stratified"
+
+
+def assign_folds(labels: np.ndarray, cfg: FoldConfig) -> np.ndarray:
+    """Fold index (0..n_folds-1) of each clip; each clip is in exactly one validation fold."""
+    if cfg.method not in METHODS:
+        raise FsdError(f"folds.method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.n_folds < 2:
+        raise FsdError(f"folds.n_folds must be at least 2, got {cfg.n_folds}")
+    n = len(labels)
+    if n < cfg.n_folds:
+        raise FsdError(f"cannot split {n} clips into {cfg.n_folds} folds")
+    if cfg.method == "kfold":
+        splitter = KFold(n_splits=cfg.n_folds, shuffle=True, random_state=cfg.seed)
+    else:
+        splitter = MultilabelStratifiedKFold(n_splits=cfg.n_folds, shuffle=True, random_state=cfg.seed)
+    fold = np.full(n, -1, dtype=np.int64)
+    for k, (_, val) in enumerate(splitter.split(np.zeros((n, 1)), labels)):
+        fold[val] = k
+    return fold
+
+
+def make_folds(dataset: Dataset, cfg: FoldConfig) -> pd.DataFrame:
+    """One table (subset, fname, fold) for curated and noisy clips; noisy folds are stratified the same way."""
+    parts = []
+    for subset in (dataset.curated, dataset.noisy):
+        fold = assign_folds(subset.labels, cfg)
+        parts.append(pd.DataFrame({"subset": subset.name, "fname": list(subset.fnames), "fold": fold}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def validate_folds(df: pd.DataFrame, dataset: Dataset, source: str) -> None:
+    """Check a folds table matches the dataset (every curated and noisy clip once, folds 0..k-1)."""
+    for subset in (dataset.curated, dataset.noisy):
+        got = df.loc[df["subset"] == subset.name, "fname"]
+        if len(got) != len(subset) or set(got) != set(subset.fnames):
+            raise FsdError(f"folds do not match the {subset.name} clips of {dataset.root}; rerun `fsd folds`", source)
