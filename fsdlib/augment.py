@@ -1,0 +1,264 @@
+"""Training crops and augmentations (SPEC §3): slicing on the loader side, batched torch ops on the batch.
+
+Every random draw in the batched functions comes from the `torch.Generator` passed in, so a seeded
+generator reproduces a batch exactly. Each augmentation is applied to each sample with probability p.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fsdlib.errors import FsdError
+
+PadMode = Literal["zero", "loop"]
+DB_FLOOR_POWER = 1e-10
+DB_RANGE = 80.0
+STD_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class LogMelAugmentConfig:
+    """Switches and ranges of the log-mel augmentations (applied: additional crop, mixup, gain, mask)."""
+
+    mixup: bool = True
+    gain: bool = True
+    freq_mask: bool = True
+    additional_crop: bool = False
+    p: float = 0.5
+    gain_range: tuple[float, float] = (0.8, 1.2)
+    freq_mask_range: tuple[int, int] = (8, 32)
+    additional_crop_range: tuple[float, float] = (0.25, 1.0)
+    mixup_alpha: float = 1.0
+
+
+@dataclass(frozen=True)
+class WaveAugmentConfig:
+    """Switches and ranges of the waveform augmentations (applied: mixup, time scale, gain).
+
+    The time-scale factor is log-uniform in scale_range (1.25^U(-1,1)); the gain is U(-gain_db, gain_db) dB.
+    """
+
+    mixup: bool = True
+    time_scale: bool = True
+    gain: bool = True
+    p: float = 0.5
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    gain_db: float = 6.0
+    mixup_alpha: float = 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loader side: numpy slicing only.
+
+
+def _check_pad_mode(pad_mode: str) -> None:
+    if pad_mode not in ("zero", "loop"):
+        raise FsdError(f"pad_mode must be 'zero' or 'loop', got {pad_mode!r}")
+
+
+def crop_logmel(
+    clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop (frames, n_mels) clips to `length` frames: a random window of a longer clip, a shorter one
+    placed at a random offset in zeros ("zero") or tiled from a random phase ("loop").
+
+    Returns the batch (B, length, n_mels) float32 and `valid` (B, 2) int64: the [start, stop) frames
+    of real content in each crop, which the additional crop of `augment_logmel` stays within.
+    """
+    _check_pad_mode(pad_mode)
+    n_mels = clips[0].shape[1]
+    batch = np.zeros((len(clips), length, n_mels), dtype=np.float32)
+    valid = np.zeros((len(clips), 2), dtype=np.int64)
+    for i, clip in enumerate(clips):
+        frames = len(clip)
+        if frames >= length:
+            start = rng.integers(0, frames - length + 1)
+            batch[i] = clip[start : start + length]
+            valid[i] = (0, length)
+        elif pad_mode == "loop" and frames > 0:
+            phase = rng.integers(0, frames)
+            batch[i] = np.take(clip, np.arange(phase, phase + length) % frames, axis=0)
+            valid[i] = (0, length)
+        else:
+            offset = rng.integers(0, length - frames + 1)
+            batch[i, offset : offset + frames] = clip
+            valid[i] = (offset, offset + frames)
+    return batch, valid
+
+
+def crop_wave(clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero") -> np.ndarray:
+    """Pad each int16 clip with length/2 samples on both sides (zeros, or the clip wrapped around for
+    "loop"), take a random window of `length`, and scale to float32 in [-1, 1)."""
+    _check_pad_mode(pad_mode)
+    left, right = length // 2, length - length // 2
+    batch = np.zeros((len(clips), length), dtype=np.float32)
+    for i, clip in enumerate(clips):
+        mode = "wrap" if pad_mode == "loop" and len(clip) > 0 else "constant"
+        padded = np.pad(clip, (left, right), mode=mode)
+        start = rng.integers(0, len(padded) - length + 1)
+        batch[i] = padded[start : start + length] / 32768.0
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch side: vectorised torch, random numbers from the generator, moved to the batch's device.
+
+
+def _uniform(gen: torch.Generator, n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    """n draws from U(low, high) in float32."""
+    return (low + (high - low) * torch.rand(n, generator=gen, device=gen.device)).to(device)
+
+
+def _chosen(gen: torch.Generator, n: int, p: float, device: torch.device) -> torch.Tensor:
+    """Boolean mask: which of n samples get an augmentation applied with probability p."""
+    return _uniform(gen, n, 0.0, 1.0, device) < p
+
+
+def _beta(gen: torch.Generator, n: int, alpha: float, device: torch.device) -> torch.Tensor:
+    """n draws from Beta(alpha, alpha), seeded from the torch generator (torch's Beta takes none)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+    lam = np.random.default_rng(seed).beta(alpha, alpha, size=n)
+    return torch.as_tensor(lam, dtype=torch.float32, device=device)
+
+
+def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape per-sample values (B,) to broadcast against `like` (B, ...)."""
+    return values.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+def mixup(
+    x: torch.Tensor, targets: torch.Tensor, p: float, alpha: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix each chosen sample with a different sample of the batch by λ ~ Beta(alpha, alpha), inputs and
+    labels alike. Partners come from rolling the batch by a random non-zero shift, so none is itself."""
+    batch = len(x)
+    if batch < 2:
+        return x, targets
+    shift = int(torch.randint(1, batch, (1,), generator=gen, device=gen.device))
+    partner = (torch.arange(batch, device=x.device) + shift) % batch
+    lam = _beta(gen, batch, alpha, x.device)
+    lam = torch.where(_chosen(gen, batch, p, x.device), lam, torch.ones_like(lam))
+    mixed = _broadcast(lam, x) * x + _broadcast(1 - lam, x) * x[partner]
+    mixed_targets = _broadcast(lam, targets) * targets + _broadcast(1 - lam, targets) * targets[partner]
+    return mixed, mixed_targets
+
+
+def _apply_gain(x: torch.Tensor, factor: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Multiply each chosen sample by its factor; the others stay as they are."""
+    factor = torch.where(_chosen(gen, len(x), p, x.device), factor, torch.ones_like(factor))
+    return x * _broadcast(factor, x)
+
+
+def random_gain(x: torch.Tensor, p: float, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    """Multiply each chosen sample by a factor from U(low, high) (log-mel: on power)."""
+    return _apply_gain(x, _uniform(gen, len(x), low, high, x.device), p, gen)
+
+
+def random_gain_db(x: torch.Tensor, p: float, max_db: float, gen: torch.Generator) -> torch.Tensor:
+    """Multiply each chosen sample by 10^(U(-max_db, max_db)/20) (waveform amplitude)."""
+    db = _uniform(gen, len(x), -max_db, max_db, x.device)
+    return _apply_gain(x, 10.0 ** (db / 20.0), p, gen)
+
+
+def additional_crop(
+    power: torch.Tensor, valid: torch.Tensor | np.ndarray, p: float, fraction: tuple[float, float], gen: torch.Generator
+) -> torch.Tensor:
+    """Keep a random sub-window of each chosen sample's content span, `fraction` of its length, and
+    zero every other frame. `valid` is (B, 2): [start, stop) frames of content."""
+    batch, frames = len(power), power.shape[-1]
+    valid = torch.as_tensor(valid, device=power.device)
+    span = valid[:, 1] - valid[:, 0]
+    kept = torch.ceil(_uniform(gen, batch, *fraction, power.device) * span).long()
+    kept = torch.minimum(kept.clamp(min=1), span)
+    start = valid[:, 0] + torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (span - kept + 1)).long()
+    time = torch.arange(frames, device=power.device)
+    keep = (time >= start[:, None]) & (time < (start + kept)[:, None])
+    keep |= ~_chosen(gen, batch, p, power.device)[:, None]
+    return power * keep[:, None, :].to(power.dtype)
+
+
+def freq_mask(power: torch.Tensor, p: float, widths: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    """Zero a band of U{widths} consecutive mel bins (clamped to n_mels) in each chosen sample."""
+    batch, n_mels = len(power), power.shape[1]
+    low, high = min(widths[0], n_mels), min(widths[1], n_mels)
+    width = low + torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (high - low + 1)).long()
+    start = torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (n_mels - width + 1)).long()
+    mel = torch.arange(n_mels, device=power.device)
+    masked = (mel >= start[:, None]) & (mel < (start + width)[:, None])
+    masked &= _chosen(gen, batch, p, power.device)[:, None]
+    return power * (~masked)[:, :, None].to(power.dtype)
+
+
+def augment_logmel(
+    power: torch.Tensor,
+    targets: torch.Tensor,
+    valid: torch.Tensor | np.ndarray,
+    cfg: LogMelAugmentConfig,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment cropped power spectrograms (B, n_mels, T) and their targets (B, C): additional crop,
+    mixup, gain, frequency mask. `valid` is the (B, 2) content span from `crop_logmel`."""
+    if cfg.additional_crop:
+        power = additional_crop(power, valid, cfg.p, cfg.additional_crop_range, gen)
+    if cfg.mixup:
+        power, targets = mixup(power, targets, cfg.p, cfg.mixup_alpha, gen)
+    if cfg.gain:
+        power = random_gain(power, cfg.p, *cfg.gain_range, gen)
+    if cfg.freq_mask:
+        power = freq_mask(power, cfg.p, cfg.freq_mask_range, gen)
+    return power, targets
+
+
+def logmel_to_input(power: torch.Tensor) -> torch.Tensor:
+    """Power (B, n_mels, T) → network input (B, 1, n_mels, T): dB with an 80 dB range below each
+    sample's maximum, then standardised by each sample's own mean and std (a silent sample gives 0)."""
+    db = 10.0 * torch.log10(power.clamp(min=DB_FLOOR_POWER))
+    # Relative to the peak (standardising ignores the shift), so a constant sample is exactly 0.
+    db = (db - db.amax(dim=(1, 2), keepdim=True)).clamp(min=-DB_RANGE)
+    mean = db.mean(dim=(1, 2), keepdim=True)
+    std = db.std(dim=(1, 2), keepdim=True, unbiased=False)
+    return ((db - mean) / (std + STD_EPS))[:, None]
+
+
+def time_scale(wave: torch.Tensor, p: float, scale_range: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """Stretch each chosen sample by a log-uniform factor in scale_range (linear resampling), then
+    crop a random window (longer) or place it at a random offset in zeros (shorter) to keep L samples."""
+    batch, length = wave.shape
+    log_low, log_high = math.log(scale_range[0]), math.log(scale_range[1])
+    factor = torch.exp(_uniform(gen, batch, log_low, log_high, wave.device))
+    stretched = torch.round(factor * length).long().clamp(min=2)
+    excess = stretched - length
+    offset = (
+        torch.minimum(excess, torch.zeros_like(excess))
+        + torch.floor(_uniform(gen, batch, 0.0, 1.0, wave.device) * (excess.abs() + 1)).long()
+    )
+    # Output sample j is stretched sample u = j + offset, found at source position u·(L-1)/(Ls-1).
+    u = torch.arange(length, device=wave.device)[None, :] + offset[:, None]
+    source = u.to(wave.dtype) * ((length - 1) / (stretched - 1).to(wave.dtype))[:, None]
+    inside = (u >= 0) & (u < stretched[:, None])
+    source = source.clamp(0, length - 1)
+    left = source.floor().long()
+    right = (left + 1).clamp(max=length - 1)
+    frac = source - left.to(wave.dtype)
+    resampled = (1 - frac) * wave.gather(1, left) + frac * wave.gather(1, right)
+    resampled = resampled * inside.to(wave.dtype)
+    return torch.where(_chosen(gen, batch, p, wave.device)[:, None], resampled, wave)
+
+
+def augment_wave(
+    wave: torch.Tensor, targets: torch.Tensor, cfg: WaveAugmentConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment cropped waveforms (B, L) and targets (B, C): mixup with another sample, time scaling,
+    gain of ±gain_db dB."""
+    if cfg.mixup:
+        wave, targets = mixup(wave, targets, cfg.p, cfg.mixup_alpha, gen)
+    if cfg.time_scale:
+        wave = time_scale(wave, cfg.p, cfg.scale_range, gen)
+    if cfg.gain:
+        wave = random_gain_db(wave, cfg.p, cfg.gain_db, gen)
+    return wave, targets

@@ -1,0 +1,37 @@
+"""Networks: ResNet (log-mel) and EnvNet-v2 (waveform) backbones under multitask heads."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fsdlib.errors import FsdError
+from fsdlib.models.envnet import EnvNetV2
+from fsdlib.models.heads import Activation, MultitaskHeads, TaggingModel
+from fsdlib.models.resnet import ResNet, resnet34
+
+__all__ = ["Activation", "EnvNetV2", "MultitaskHeads", "ResNet", "TaggingModel", "build_model", "resnet34"]
+
+HEAD_KWARGS = ("hidden", "dropouts")
+
+
+def build_model(family: Literal["resnet", "envnet"], n_classes: int, multitask: bool, **arch: Any) -> TaggingModel:
+    """Backbone of `family` plus heads; `arch` holds backbone settings and the heads' `hidden`, `dropouts`.
+
+    resnet takes `layers`, `widths`, `in_channels`; envnet takes `width` (channel multiplier).
+    """
+    head_kwargs = {key: arch.pop(key) for key in HEAD_KWARGS if key in arch}
+    if "widths" in arch:
+        arch["widths"] = tuple(arch["widths"])
+    if "layers" in arch:
+        arch["layers"] = tuple(arch["layers"])
+    if "dropouts" in head_kwargs:
+        head_kwargs["dropouts"] = tuple(head_kwargs["dropouts"])
+    backbones = {"resnet": ResNet, "envnet": EnvNetV2}
+    if family not in backbones:
+        raise FsdError(f"model family must be 'resnet' or 'envnet', got {family!r}")
+    try:
+        backbone = backbones[family](**arch)
+    except TypeError as error:
+        raise FsdError(f"bad {family} settings {sorted(arch)}: {error}") from error
+    heads = MultitaskHeads(backbone.out_features, n_classes, multitask=multitask, **head_kwargs)
+    return TaggingModel(backbone, heads)

@@ -1,0 +1,73 @@
+"""Multitask heads (SPEC §4): one head for curated labels, one for noisy labels, on a shared backbone."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fsdlib.errors import FsdError
+
+Activation = Literal["sigmoid", "softmax"]
+
+
+def classifier_head(
+    in_features: int, n_classes: int, hidden: int = 1024, dropouts: tuple[float, float] = (0.2, 0.1)
+) -> nn.Sequential:
+    """Linear–ReLU–Dropout–Linear–ReLU–Dropout–Linear, returning logits."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropouts[0]),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropouts[1]),
+        nn.Linear(hidden, n_classes),
+    )
+
+
+class MultitaskHeads(nn.Module):
+    """Two heads of identical shape, `curated` and `noisy`; without multitask there is no noisy head."""
+
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        hidden: int = 1024,
+        dropouts: tuple[float, float] = (0.2, 0.1),
+        multitask: bool = True,
+    ) -> None:
+        super().__init__()
+        self.curated = classifier_head(in_features, n_classes, hidden, dropouts)
+        self.noisy = classifier_head(in_features, n_classes, hidden, dropouts) if multitask else None
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        noisy = None if self.noisy is None else self.noisy(features)
+        return self.curated(features), noisy
+
+
+class TaggingModel(nn.Module):
+    """A backbone (features of size `out_features`) followed by multitask heads."""
+
+    def __init__(self, backbone: nn.Module, heads: MultitaskHeads) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of the curated and the noisy head (None without multitask)."""
+        return self.heads(self.backbone(x))
+
+    def predict(self, x: torch.Tensor, activation: Activation = "sigmoid") -> torch.Tensor:
+        """Class probabilities from the curated head: predictions never come from the noisy head.
+
+        Runs without gradients in the current mode; call `eval()` first for inference.
+        """
+        with torch.no_grad():
+            logits = self.heads.curated(self.backbone(x))
+        if activation == "sigmoid":
+            return torch.sigmoid(logits)
+        if activation == "softmax":
+            return torch.softmax(logits, dim=-1)
+        raise FsdError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")

@@ -1,0 +1,106 @@
+"""ResNet on log-mel spectrograms (SPEC §4): torchvision's layout, one input channel, global max pooling."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fsdlib.errors import FsdError
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3×3 convolution with padding 1 and no bias (batch norm follows)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """1×1 convolution without bias: the projection of a downsampling shortcut."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 conv–BN layers plus a shortcut; the shortcut is a 1×1 conv–BN when the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+
+        out = out + identity
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    """ResNet backbone: (B, in_channels, n_mels, frames) → (B, widths[-1]) by global max pooling.
+
+    Any number of frames works (even 1): every convolution is padded, and the max pool takes
+    whatever frequency × time map is left.
+    """
+
+    def __init__(
+        self,
+        layers: tuple[int, ...] = (3, 4, 6, 3),
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        in_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        if len(layers) != 4 or len(widths) != 4:
+            raise FsdError(f"ResNet needs four stages: got layers={layers}, widths={widths}")
+        self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+        self.layer1 = self._make_stage(widths[0], widths[0], layers[0], stride=1)
+        self.layer2 = self._make_stage(widths[0], widths[1], layers[1], stride=2)
+        self.layer3 = self._make_stage(widths[1], widths[2], layers[2], stride=2)
+        self.layer4 = self._make_stage(widths[2], widths[3], layers[3], stride=2)
+
+        self.global_pool = nn.AdaptiveMaxPool2d(1)
+        self.out_features = widths[3]
+
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    @staticmethod
+    def _make_stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.Sequential:
+        """One stage: a (possibly strided) first block, then blocks - 1 shape-keeping ones."""
+        stage = [BasicBlock(in_channels, out_channels, stride)]
+        stage += [BasicBlock(out_channels, out_channels) for _ in range(blocks - 1)]
+        return nn.Sequential(*stage)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+
+        x = self.global_pool(x)
+        return torch.flatten(x, 1)
+
+
+def resnet34(in_channels: int = 1) -> ResNet:
+    """The paper's backbone: stages [3, 4, 6, 3] of 64, 128, 256, 512 filters."""
+    return ResNet(layers=(3, 4, 6, 3), widths=(64, 128, 256, 512), in_channels=in_channels)

@@ -1,0 +1,55 @@
+"""Optimisers and the cyclic cosine learning rate of Snapshot Ensembles (SPEC §5), stepped per iteration."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from fsdlib.errors import FsdError
+
+
+def cyclic_cosine_lr(step: int, iters_per_cycle: int, lr_max: float, lr_min: float) -> float:
+    """Learning rate at 0-based iteration `step`: cosine from lr_max down towards lr_min within each
+    cycle of `iters_per_cycle` iterations, restarting at lr_max every cycle."""
+    t = step % iters_per_cycle
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * t / iters_per_cycle))
+
+
+def is_cycle_end(step: int, iters_per_cycle: int) -> bool:
+    """True when 0-based iteration `step` is the last of its cycle: time to save a snapshot."""
+    return (step + 1) % iters_per_cycle == 0
+
+
+def cyclic_cosine_scheduler(
+    optimizer: torch.optim.Optimizer, iters_per_cycle: int, lr_max: float, lr_min: float
+) -> LambdaLR:
+    """A LambdaLR giving `cyclic_cosine_lr`; call `step()` after every optimiser step.
+
+    Sets every parameter group's lr to lr_max first (LambdaLR scales the initial lr). To resume, build
+    the scheduler first, then load the optimizer's state and then the scheduler's.
+    """
+    if iters_per_cycle < 1 or lr_max <= 0:
+        raise FsdError(f"need iters_per_cycle >= 1 and lr_max > 0, got {iters_per_cycle} and {lr_max}")
+    for group in optimizer.param_groups:
+        group["lr"] = lr_max
+        group["initial_lr"] = lr_max
+    return LambdaLR(optimizer, lambda step: cyclic_cosine_lr(step, iters_per_cycle, lr_max, lr_min) / lr_max)
+
+
+def build_optimizer(
+    name: Literal["adam", "sgd"],
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    """Adam (ResNet) or SGD with momentum (EnvNet), as in the paper's table."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise FsdError(f"optimizer must be 'adam' or 'sgd', got {name!r}")

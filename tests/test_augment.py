@@ -1,0 +1,261 @@
+import numpy as np
+import pytest
+import torch
+
+from fsdlib.augment import (
+    LogMelAugmentConfig,
+    WaveAugmentConfig,
+    augment_logmel,
+    augment_wave,
+    crop_logmel,
+    crop_wave,
+    logmel_to_input,
+)
+from fsdlib.errors import FsdError
+
+B, N_MELS, T, C = 16, 128, 64, 20
+ONLY = {"mixup": False, "gain": False, "freq_mask": False, "additional_crop": False}
+WAVE_ONLY = {"mixup": False, "time_scale": False, "gain": False}
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _logmel_cfg(name: str, p: float = 1.0) -> LogMelAugmentConfig:
+    return LogMelAugmentConfig(**{**ONLY, name: True}, p=p)
+
+
+def _wave_cfg(name: str, p: float = 1.0) -> WaveAugmentConfig:
+    return WaveAugmentConfig(**{**WAVE_ONLY, name: True}, p=p)
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = _gen(seed)
+    power = torch.rand(B, N_MELS, T, generator=g) + 0.1
+    targets = (torch.rand(B, C, generator=g) < 0.2).float()
+    valid = torch.tensor([[0, T]] * B)
+    return power, targets, valid
+
+
+def _runs(mask: torch.Tensor) -> list[int]:
+    """Lengths of the runs of True in a 1-D boolean mask."""
+    edges = np.diff(np.concatenate([[0], mask.int().numpy(), [0]]))
+    return list(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
+
+
+# Loader-side crops.
+
+
+def test_crop_logmel_long_clip_is_a_window() -> None:
+    clip = np.arange(300 * 4, dtype=np.float32).reshape(300, 4)
+    batch, valid = crop_logmel([clip], 100, np.random.default_rng(0))
+    start = int(batch[0, 0, 0]) // 4
+    assert batch.shape == (1, 100, 4) and np.array_equal(batch[0], clip[start : start + 100])
+    assert valid.tolist() == [[0, 100]]
+
+
+def test_crop_logmel_short_clip_zero_and_loop() -> None:
+    clip = np.arange(1, 31, dtype=np.float32).reshape(30, 1) * np.ones((1, 4), np.float32)
+    rng = np.random.default_rng(1)
+    offsets = set()
+    for _ in range(20):
+        batch, valid = crop_logmel([clip], 100, rng)
+        start, stop = valid[0]
+        offsets.add(int(start))
+        assert stop - start == 30 and np.array_equal(batch[0, start:stop], clip)
+        assert batch[0, :start].sum() == 0 and batch[0, stop:].sum() == 0
+    assert len(offsets) > 1
+
+    looped, valid = crop_logmel([clip], 100, rng, pad_mode="loop")
+    assert valid.tolist() == [[0, 100]] and (looped[0] > 0).all()
+    assert np.array_equal(np.diff(looped[0, :, 0]) % 30, np.ones(99) % 30)  # consecutive frames, wrapping
+
+
+def test_crop_wave_pads_half_length_both_sides() -> None:
+    rng = np.random.default_rng(0)
+    short = np.full(10, 16384, dtype=np.int16)
+    batch = crop_wave([short, short], 100, rng)
+    assert batch.dtype == np.float32 and batch.shape == (2, 100) and set(np.unique(batch)) == {0.0, 0.5}
+    assert ((batch != 0).sum(1) == 10).all()  # a short clip always lies wholly inside the crop
+
+    clip = np.full(150, 16384, dtype=np.int16)
+    kept = [int((crop_wave([clip], 100, rng)[0] != 0).sum()) for _ in range(200)]
+    assert min(kept) >= 50 and min(kept) < 60 and max(kept) == 100  # up to L/2 zeros at either end
+
+    long = (np.arange(1000) - 500).astype(np.int16)
+    window = crop_wave([long], 100, rng, pad_mode="loop")[0] * 32768
+    assert np.all(np.isin(window, long))
+    with pytest.raises(FsdError):
+        crop_wave([long], 100, rng, pad_mode="reflect")
+
+
+# Log-mel augmentations.
+
+
+def test_p_zero_leaves_logmel_unchanged() -> None:
+    power, targets, valid = _batch()
+    cfg = LogMelAugmentConfig(additional_crop=True, p=0.0)
+    out, out_targets = augment_logmel(power, targets, valid, cfg, _gen())
+    assert torch.equal(out, power) and torch.equal(out_targets, targets)
+
+
+def test_same_seed_same_logmel_batch() -> None:
+    power, targets, valid = _batch()
+    cfg = LogMelAugmentConfig(additional_crop=True)
+    first = augment_logmel(power, targets, valid, cfg, _gen(3))
+    second = augment_logmel(power, targets, valid, cfg, _gen(3))
+    third = augment_logmel(power, targets, valid, cfg, _gen(4))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0], third[0])
+
+
+def test_freq_mask_is_one_contiguous_band_of_8_to_32() -> None:
+    power = torch.ones(64, N_MELS, T)
+    out, _ = augment_logmel(power, torch.zeros(64, C), torch.tensor([[0, T]] * 64), _logmel_cfg("freq_mask"), _gen())
+    widths = set()
+    for sample in out:
+        zero_bins = (sample == 0).all(dim=1)
+        assert ((sample == 0) | (sample == 1)).all() and (sample[~zero_bins] == 1).all()
+        runs = _runs(zero_bins)
+        assert len(runs) == 1 and 8 <= runs[0] <= 32
+        widths.add(runs[0])
+    assert len(widths) > 5
+
+
+def test_freq_mask_clamps_to_few_mels() -> None:
+    out, _ = augment_logmel(
+        torch.ones(4, 6, T), torch.zeros(4, C), torch.tensor([[0, T]] * 4), _logmel_cfg("freq_mask"), _gen()
+    )
+    assert (out == 0).all()
+
+
+def test_gain_factor_in_range() -> None:
+    power, targets, valid = _batch()
+    out, out_targets = augment_logmel(power, targets, valid, _logmel_cfg("gain"), _gen())
+    ratio = out / power
+    per_sample = ratio[:, 0, 0]
+    assert torch.allclose(ratio, per_sample[:, None, None].expand_as(ratio))
+    assert ((per_sample >= 0.8) & (per_sample <= 1.2)).all() and torch.equal(out_targets, targets)
+
+
+def test_mixup_convex_combination_of_two_different_samples() -> None:
+    levels = torch.arange(1.0, B + 1)
+    power = levels[:, None, None].expand(B, N_MELS, T).clone()
+    targets = torch.eye(B)
+    out, mixed = augment_logmel(power, targets, torch.tensor([[0, T]] * B), _logmel_cfg("mixup"), _gen())
+    for i in range(B):
+        lam = mixed[i, i]
+        others = mixed[i].clone()
+        others[i] = 0
+        j = int(others.argmax())
+        assert j != i and 0 < lam < 1
+        assert torch.isclose(mixed[i, j], 1 - lam) and torch.isclose(mixed[i].sum(), torch.tensor(1.0))
+        assert torch.allclose(out[i], lam * levels[i] + (1 - lam) * levels[j])
+
+
+def test_mixup_skips_a_batch_of_one() -> None:
+    power, targets, valid = _batch()
+    out, out_targets = augment_logmel(power[:1], targets[:1], valid[:1], _logmel_cfg("mixup"), _gen())
+    assert torch.equal(out, power[:1]) and torch.equal(out_targets, targets[:1])
+
+
+def test_additional_crop_keeps_25_to_100_percent_of_the_content() -> None:
+    n, frames = 64, 200
+    spans = torch.tensor([[0, frames]] * (n // 2) + [[30, 110]] * (n // 2))
+    power = torch.ones(n, 4, frames)
+    out, _ = augment_logmel(power, torch.zeros(n, C), spans, _logmel_cfg("additional_crop"), _gen())
+    fractions = []
+    for sample, (start, stop) in zip(out, spans.tolist(), strict=True):
+        kept = (sample != 0).all(dim=0)
+        runs = _runs(kept)
+        assert len(runs) == 1 and 0.25 * (stop - start) <= runs[0] <= stop - start
+        first = int(kept.int().argmax())
+        assert start <= first and first + runs[0] <= stop
+        fractions.append(runs[0] / (stop - start))
+    assert min(fractions) < 0.5 and max(fractions) > 0.8
+
+
+def test_augmentations_apply_with_probability_p() -> None:
+    power = torch.ones(400, 8, 4)
+    out, _ = augment_logmel(power, torch.zeros(400, 2), torch.tensor([[0, 4]] * 400), _logmel_cfg("gain", p=0.5), _gen())
+    changed = (out[:, 0, 0] != 1).float().mean()
+    assert 0.4 < changed < 0.6
+
+
+def test_logmel_to_input_standardises_each_sample() -> None:
+    power, _, _ = _batch()
+    power[0] = 0  # a silent clip
+    power[1, :, 10:] = 0  # a short clip zero-padded by the crop
+    x = logmel_to_input(power)
+    assert x.shape == (B, 1, N_MELS, T) and torch.isfinite(x).all()
+    assert torch.equal(x[0], torch.zeros_like(x[0]))
+    flat = x[1:].flatten(1)
+    assert torch.allclose(flat.mean(1), torch.zeros(B - 1), atol=1e-4)
+    assert torch.allclose(flat.std(1, unbiased=False), torch.ones(B - 1), atol=1e-4)
+
+
+def test_logmel_to_input_constant_sample_is_exactly_zero() -> None:
+    power = torch.stack([torch.zeros(N_MELS, 3810), torch.full((N_MELS, 3810), 0.37)])
+    assert torch.equal(logmel_to_input(power), torch.zeros(2, 1, N_MELS, 3810))
+
+
+def test_logmel_to_input_floors_80_db_below_peak() -> None:
+    power = torch.tensor([[[1.0, 1e-3, 1e-12, 0.0]]])
+    db = 10 * torch.log10(torch.tensor([1.0, 1e-3, 1e-8, 1e-8]))
+    expected = (db - db.mean()) / (db.std(unbiased=False) + 1e-7)
+    assert torch.allclose(logmel_to_input(power)[0, 0, 0], expected, atol=1e-5)
+
+
+# Waveform augmentations.
+
+
+def test_p_zero_leaves_wave_unchanged() -> None:
+    wave = torch.rand(B, 1000, generator=_gen()) - 0.5
+    targets = torch.eye(B)
+    out, out_targets = augment_wave(wave, targets, WaveAugmentConfig(p=0.0), _gen())
+    assert torch.equal(out, wave) and torch.equal(out_targets, targets)
+
+
+def test_same_seed_same_wave_batch() -> None:
+    wave = torch.rand(B, 1000, generator=_gen()) - 0.5
+    first = augment_wave(wave, torch.eye(B), WaveAugmentConfig(), _gen(7))
+    second = augment_wave(wave, torch.eye(B), WaveAugmentConfig(), _gen(7))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_wave_mixup_never_mixes_a_clip_with_itself() -> None:
+    levels = torch.linspace(-0.9, 0.9, B)
+    wave = levels[:, None].expand(B, 500).clone()
+    out, mixed = augment_wave(wave, torch.eye(B), _wave_cfg("mixup"), _gen(2))
+    for i in range(B):
+        lam = mixed[i, i]
+        others = mixed[i].clone()
+        others[i] = 0
+        j = int(others.argmax())
+        assert j != i and 0 < lam < 1 and torch.isclose(mixed[i, j], 1 - lam)
+        assert torch.allclose(out[i], lam * levels[i] + (1 - lam) * levels[j])
+
+
+def test_wave_gain_within_6_db() -> None:
+    wave = torch.rand(64, 300, generator=_gen()) + 0.1
+    out, _ = augment_wave(wave, torch.zeros(64, 2), _wave_cfg("gain"), _gen())
+    ratio = out / wave
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio))
+    db = 20 * torch.log10(ratio[:, 0])
+    assert (db.abs() <= 6 + 1e-4).all() and db.min() < -3 and db.max() > 3
+
+
+def test_time_scale_factor_between_0_8_and_1_25() -> None:
+    length = 2000
+    ramp = torch.arange(length, dtype=torch.float64)[None].repeat(64, 1)
+    out, _ = augment_wave(ramp, torch.zeros(64, 2), _wave_cfg("time_scale"), _gen())
+    factors = []
+    for sample in out:
+        content = sample != 0
+        runs = _runs(content)
+        assert len(runs) == 1 and runs[0] >= 0.8 * length - 1
+        slope = torch.diff(sample[content]).mean()
+        factors.append(float(1 / slope))
+        assert torch.allclose(torch.diff(sample[content]), slope.expand(runs[0] - 1), atol=1e-6)
+    assert 0.8 - 1e-3 <= min(factors) < 0.95 and 1.1 < max(factors) <= 1.25 + 1e-3

@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fsdlib.errors import FsdError
+from fsdlib.losses import bce_loss, head_loss, kl_softmax_loss, multitask_loss, spl_mse_loss
+
+
+def test_bce_equals_torch_reference_on_raw_logits() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 5, generator=g) * 3
+    targets = (torch.rand(8, 5, generator=g) < 0.3).float()
+    reference = F.binary_cross_entropy(torch.sigmoid(logits), targets)
+    assert torch.isclose(bce_loss(logits, targets), reference, atol=1e-6)
+    assert torch.equal(head_loss(logits, targets, "sigmoid"), bce_loss(logits, targets))
+
+
+def test_kl_known_values() -> None:
+    # Uniform logits over 4 classes, two positive labels: q = (1/2, 1/2, 0, 0), KL = log 2.
+    logits = torch.zeros(1, 4)
+    targets = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    assert math.isclose(kl_softmax_loss(logits, targets).item(), math.log(2), rel_tol=1e-6)
+    # A target equal to the prediction gives 0; un-normalised targets are normalised first.
+    logits = torch.log(torch.tensor([[0.2, 0.3, 0.5]]))
+    assert abs(kl_softmax_loss(logits, torch.tensor([[0.4, 0.6, 1.0]])).item()) < 1e-6
+    # One-hot target: KL = -log p(class); averaged over rows.
+    logits = torch.log(torch.tensor([[0.25, 0.75], [0.5, 0.5]]))
+    expected = (-math.log(0.75) - math.log(0.5)) / 2
+    assert math.isclose(kl_softmax_loss(logits, torch.tensor([[0.0, 1.0], [1.0, 0.0]])).item(), expected, rel_tol=1e-6)
+    assert torch.equal(head_loss(logits, torch.eye(2), "softmax"), kl_softmax_loss(logits, torch.eye(2)))
+
+
+def test_kl_zero_target_row_is_finite_with_finite_gradient() -> None:
+    logits = torch.zeros(2, 4, requires_grad=True)
+    targets = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    loss = kl_softmax_loss(logits, targets)
+    loss.backward()
+    assert math.isclose(loss.item(), math.log(2) / 2, rel_tol=1e-6)
+    assert torch.isfinite(logits.grad).all() and (logits.grad[0] == 0).all()
+
+
+def test_spl_mse_on_sigmoid() -> None:
+    logits = torch.tensor([[0.0, 100.0]])
+    assert math.isclose(spl_mse_loss(logits, torch.tensor([[0.0, 1.0]])).item(), 0.125, rel_tol=1e-6)
+
+
+def test_unknown_activation() -> None:
+    with pytest.raises(FsdError):
+        head_loss(torch.zeros(1, 2), torch.zeros(1, 2), "tanh")
+
+
+def test_multitask_weights() -> None:
+    g = torch.Generator().manual_seed(1)
+    c_logits, n_logits, s_logits = (torch.randn(4, 6, generator=g) for _ in range(3))
+    c_targets, n_targets = ((torch.rand(4, 6, generator=g) < 0.3).float() for _ in range(2))
+    s_targets = torch.softmax(torch.randn(4, 6, generator=g), -1)
+
+    total, parts = multitask_loss(c_logits, c_targets, None, None, "sigmoid")
+    assert parts.keys() == {"curated"} and torch.isclose(total, bce_loss(c_logits, c_targets))
+
+    total, parts = multitask_loss(c_logits, c_targets, n_logits, n_targets, "sigmoid", noisy_weight=0.5)
+    assert math.isclose(total.item(), parts["curated"] + 0.5 * parts["noisy"], rel_tol=1e-6)
+    assert math.isclose(parts["noisy"], bce_loss(n_logits, n_targets).item(), rel_tol=1e-6)
+
+    total, parts = multitask_loss(
+        c_logits, c_targets, n_logits, n_targets, "softmax", spl_logits=s_logits, spl_targets=s_targets
+    )
+    assert math.isclose(parts["spl"], spl_mse_loss(s_logits, s_targets).item(), rel_tol=1e-6)
+    assert math.isclose(total.item(), parts["curated"] + parts["noisy"] + 20 * parts["spl"], rel_tol=1e-6)
+    assert math.isclose(parts["curated"], kl_softmax_loss(c_logits, c_targets).item(), rel_tol=1e-6)
+
+
+def test_multitask_total_backpropagates() -> None:
+    logits = torch.zeros(2, 3, requires_grad=True)
+    total, _ = multitask_loss(logits, torch.ones(2, 3), logits, torch.zeros(2, 3), "sigmoid")
+    total.backward()
+    assert torch.allclose(logits.grad, torch.zeros(2, 3), atol=1e-7)  # the two heads' pulls cancel

@@ -1,0 +1,61 @@
+import math
+
+import pytest
+import torch
+
+from fsdlib.errors import FsdError
+from fsdlib.schedule import build_optimizer, cyclic_cosine_lr, cyclic_cosine_scheduler, is_cycle_end
+
+LR_MAX, LR_MIN, T = 1e-3, 1e-6, 100
+
+
+def test_lr_within_a_cycle() -> None:
+    assert cyclic_cosine_lr(0, T, LR_MAX, LR_MIN) == LR_MAX
+    assert math.isclose(cyclic_cosine_lr(T // 2, T, LR_MAX, LR_MIN), (LR_MAX + LR_MIN) / 2)
+    last = cyclic_cosine_lr(T - 1, T, LR_MAX, LR_MIN)
+    assert LR_MIN < last < LR_MIN + 1e-3 * (LR_MAX - LR_MIN)
+    lrs = [cyclic_cosine_lr(t, T, LR_MAX, LR_MIN) for t in range(T)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_lr_restarts_every_cycle() -> None:
+    for cycle in range(1, 4):
+        assert cyclic_cosine_lr(cycle * T, T, LR_MAX, LR_MIN) == LR_MAX
+        assert cyclic_cosine_lr(cycle * T + 37, T, LR_MAX, LR_MIN) == cyclic_cosine_lr(37, T, LR_MAX, LR_MIN)
+
+
+def test_is_cycle_end() -> None:
+    ends = [step for step in range(3 * T) if is_cycle_end(step, T)]
+    assert ends == [T - 1, 2 * T - 1, 3 * T - 1]
+
+
+def test_scheduler_follows_the_formula_and_resumes() -> None:
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = build_optimizer("sgd", params, lr=0.5)
+    scheduler = cyclic_cosine_scheduler(optimizer, 10, 0.1, 1e-6)
+    seen = []
+    for _ in range(25):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([cyclic_cosine_lr(s, 10, 0.1, 1e-6) for s in range(25)])
+
+    resumed_optimizer = build_optimizer("sgd", params, lr=0.1)
+    resumed = cyclic_cosine_scheduler(resumed_optimizer, 10, 0.1, 1e-6)
+    resumed_optimizer.load_state_dict(optimizer.state_dict())
+    resumed.load_state_dict(scheduler.state_dict())
+    assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx(cyclic_cosine_lr(25, 10, 0.1, 1e-6))
+    resumed_optimizer.step()
+    resumed.step()
+    assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx(cyclic_cosine_lr(26, 10, 0.1, 1e-6))
+
+
+def test_build_optimizer() -> None:
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    adam = build_optimizer("adam", params, lr=1e-3)
+    sgd = build_optimizer("sgd", params, lr=0.1, weight_decay=1e-4)
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-3
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 1e-4
+    with pytest.raises(FsdError):
+        build_optimizer("rmsprop", params, lr=0.1)
