@@ -160,3 +160,53 @@ def read_dataset(root: str | Path) -> Dataset:
     test = _read_test(root, classes)
     log.info("%s: %d classes, %d curated, %d noisy, %d test clips", root, len(classes), len(curated), len(noisy), len(test))
     return Dataset(root, classes, curated, noisy, test)
+
+
+LABEL_COLUMNS = ("subset", "fname", "usage")
+
+
+def label_table(dataset: Dataset) -> pd.DataFrame:
+    """All clips' labels as one table (subset, fname, usage, one column per class in class order).
+
+    The feature stage stores it beside the features, so training and scoring never reread the raw root.
+    Unlabelled test clips get NaN labels.
+    """
+    parts = []
+    for subset in dataset.subsets():
+        n = len(subset)
+        labels = subset.labels if subset.labels is not None else np.full((n, len(dataset.classes)), np.nan, np.float32)
+        part = pd.DataFrame(labels, columns=list(dataset.classes))
+        part.insert(0, "usage", list(subset.usage) if subset.usage is not None else [""] * n)
+        part.insert(0, "fname", list(subset.fnames))
+        part.insert(0, "subset", subset.name)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Labels of one subset read back from a label table, aligned with the feature store's order."""
+
+    fnames: tuple[str, ...]
+    targets: np.ndarray | None  # (n, C) float32, None when unlabelled
+    usage: tuple[str, ...]
+
+
+def read_label_table(path: str | Path) -> tuple[tuple[str, ...], dict[str, Labels]]:
+    """Read a label table: the class order and each subset's labels."""
+    path = Path(path)
+    if not path.is_file():
+        raise FsdError("label table not found (run the features stage)", path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise FsdError(f"unreadable label table ({exc})", path) from None
+    if tuple(df.columns[:3]) != LABEL_COLUMNS:
+        raise FsdError(f"label table must start with columns {LABEL_COLUMNS}", path)
+    classes = tuple(df.columns[3:])
+    out = {}
+    for name, part in df.groupby("subset", sort=False):
+        values = part[list(classes)].to_numpy(np.float32)
+        targets = None if np.isnan(values).any() else values
+        out[str(name)] = Labels(tuple(part["fname"]), targets, tuple(part["usage"]))
+    return classes, out

@@ -1,0 +1,131 @@
+"""One inference path for OOF predictions, pseudo labels, test predictions and tagging (SPEC section 8).
+
+Full-length clips, sorted by length and grouped so that padding stays within a tolerance, with caps on
+batch size and padded elements; padding TTA averages predictions over a list of pad lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fsdlib.augment import DB_FLOOR_POWER, DB_RANGE, logmel_to_input
+from fsdlib.errors import FsdError
+from fsdlib.models.heads import TaggingModel
+
+Kind = Literal["logmel", "wave"]
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Grouping of clips into batches: padded length ≤ (1 + tolerance) × each clip's own length."""
+
+    tolerance: float = 0.2
+    max_batch: int = 64
+    max_elements: int = 32_000_000  # cap on batch × padded length × inner size (memory bound)
+
+
+def length_groups(lengths: Sequence[int], cfg: InferenceConfig, inner: int = 1) -> list[np.ndarray]:
+    """Indices of clips grouped by similar length (shortest first); each group is one batch."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    groups: list[np.ndarray] = []
+    start = 0
+    for pos in range(1, len(order) + 1):
+        if pos < len(order):
+            shortest, candidate = lengths[order[start]], lengths[order[pos]]
+            size = pos - start + 1
+            fits = (
+                candidate <= max(shortest, 1) * (1.0 + cfg.tolerance)
+                and size <= cfg.max_batch
+                and size * candidate * inner <= cfg.max_elements
+            )
+            if fits:
+                continue
+        groups.append(order[start:pos])
+        start = pos
+    return groups
+
+
+def pad_clip(clip: np.ndarray, pad: int, mode: str, fill: float) -> np.ndarray:
+    """Pad both ends of the time axis (axis 0) by `pad`: with `fill`, or with copies of the clip (loop)."""
+    if pad <= 0:
+        return clip
+    widths = [(pad, pad)] + [(0, 0)] * (clip.ndim - 1)
+    if mode == "loop" and len(clip) > 0:
+        return np.pad(clip, widths, mode="wrap")
+    if mode not in ("zero", "loop"):
+        raise FsdError(f"pad_mode must be 'zero' or 'loop', got {mode!r}")
+    return np.pad(clip, widths, mode="constant", constant_values=fill)
+
+
+def _logmel_inputs(power: np.ndarray, pad: int, pad_mode: str) -> tuple[torch.Tensor, float]:
+    """One clip's network input (n_mels, T') after padding TTA, and the value of silence in it."""
+    floor = float(power.max(initial=0.0)) * 10.0 ** (-DB_RANGE / 10.0)
+    padded = pad_clip(power, pad, pad_mode, max(floor, DB_FLOOR_POWER))
+    x = torch.from_numpy(np.ascontiguousarray(padded.T, dtype=np.float32))[None]
+    db = 10.0 * torch.log10(x.clamp(min=DB_FLOOR_POWER))
+    floor_db = db.amax() - DB_RANGE
+    db = torch.maximum(db, floor_db)
+    silence = ((floor_db - db.mean()) / (db.std(unbiased=False) + 1e-7)).item()
+    return logmel_to_input(x)[0, 0], silence
+
+
+def _batch(clips: list[np.ndarray], idx: np.ndarray, kind: Kind, pad: int, pad_mode: str) -> torch.Tensor:
+    """Stack the clips of one group, each padded for TTA, then to the group's longest with silence."""
+    if kind == "logmel":
+        items = [_logmel_inputs(clips[i], pad, pad_mode) for i in idx]
+        longest = max(x.shape[1] for x, _ in items)
+        out = torch.empty((len(items), 1, items[0][0].shape[0], longest))
+        for row, (x, silence) in enumerate(items):
+            out[row, 0, :, : x.shape[1]] = x
+            out[row, 0, :, x.shape[1] :] = silence
+        return out
+    waves = [pad_clip(clips[i].astype(np.float32) / 32768.0, pad, pad_mode, 0.0) for i in idx]
+    longest = max(len(w) for w in waves)
+    out = torch.zeros((len(waves), longest))
+    for row, w in enumerate(waves):
+        out[row, : len(w)] = torch.from_numpy(w)
+    return out
+
+
+@torch.inference_mode()
+def predict_clips(
+    model: TaggingModel,
+    clips: Sequence[np.ndarray],
+    kind: Kind,
+    activation: str,
+    pads: Sequence[int] = (0,),
+    pad_mode: str = "zero",
+    cfg: InferenceConfig = InferenceConfig(),
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Curated-head probabilities (n_clips, n_classes) at full length, averaged over `pads`, in input order.
+
+    `clips` are power log-mels (frames, n_mels) or int16 waveforms; an empty `pads` means no TTA (pad 0).
+    """
+    pads = list(pads) or [0]
+    clips = list(clips)
+    if not clips:
+        raise FsdError("no clips to predict")
+    model.eval()
+    inner = clips[0].shape[1] if kind == "logmel" else 1
+    lengths = [len(c) + 2 * max(pads) for c in clips]
+    total: np.ndarray | None = None
+    for pad in pads:
+        preds: np.ndarray | None = None
+        for idx in length_groups(lengths, cfg, inner):
+            x = _batch(clips, idx, kind, pad, pad_mode).to(device)
+            p = model.predict(x, activation).float().cpu().numpy()
+            if preds is None:
+                preds = np.empty((len(clips), p.shape[1]), dtype=np.float64)
+            preds[idx] = p
+        total = preds if total is None else total + preds
+    out = (total / len(pads)).astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise FsdError("model produced non-finite predictions (diverged weights?)")
+    return np.clip(out, 0.0, 1.0)

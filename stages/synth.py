@@ -1,0 +1,17 @@
+"""Stage `synth`: write the demo dataset, an FSDKaggle2019-layout root, from params `synth`."""
+
+from pathlib import Path
+
+import typer
+
+from fsdlib.synth import SynthConfig, generate_demo
+from stages.common import PARAMS, build, load_params, section, stage
+
+OUT = Path("data/demo")
+
+
+@stage
+def synth(params: Path = typer.Option(PARAMS, help="params file"), out: Path = typer.Option(OUT)) -> None:
+    """Generate the demo dataset."""
+    values = dict(section(load_params(params), "synth", params))
+    generate_demo(out, build(SynthConfig, values, "synth", params))

@@ -1,0 +1,70 @@
+"""Stage `train`: one (model, fold) of the ensemble, settings from `models.<name>` in params.yaml."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+
+from fsdlib.dataset import read_label_table
+from fsdlib.errors import FsdError
+from fsdlib.store import FeatureStore
+from fsdlib.train import FoldData, ModelSpec, train_fold
+from stages.common import PARAMS, build, load_params, section, stage
+
+FEATURES = Path("data/features")
+FOLDS = Path("data/folds.parquet")
+MODELS = Path("data/models")
+STATE = Path("state")
+
+
+def model_spec(params: dict, name: str, path: Path = PARAMS) -> ModelSpec:
+    """The ModelSpec of `models.<name>`."""
+    return build(ModelSpec, section(params, f"models.{name}", path), f"models.{name}", path)
+
+
+def open_subset(subset: str, kind: str, labels: dict, features: Path = FEATURES) -> tuple[FeatureStore, np.ndarray]:
+    """A subset's feature store and its targets, checked to be in the same clip order."""
+    store = FeatureStore.open(features / f"{subset}.{kind}.arrow")
+    if tuple(store.fnames) != labels[subset].fnames:
+        raise FsdError(f"clip order differs from {features / 'labels.parquet'}; rerun the features stage", store.path)
+    return store, labels[subset].targets
+
+
+def fold_data(spec: ModelSpec, fold: int, features: Path = FEATURES, folds: Path = FOLDS) -> tuple[FoldData, int]:
+    """Stores, targets and the fold split of one (model, fold); also returns the number of classes."""
+    classes, labels = read_label_table(features / "labels.parquet")
+    curated, curated_targets = open_subset("curated", spec.kind, labels, features)
+    table = pd.read_parquet(folds)
+    fold_of = dict(zip(table.loc[table["subset"] == "curated", "fname"], table.loc[table["subset"] == "curated", "fold"],
+                       strict=True))
+    missing = [f for f in curated.fnames if f not in fold_of]
+    if missing:
+        raise FsdError(f"curated clip {missing[0]!r} has no fold; rerun the folds stage", folds)
+    assignment = np.array([fold_of[f] for f in curated.fnames])
+    if fold not in set(assignment.tolist()):
+        raise FsdError(f"fold {fold} does not exist (folds are {sorted(set(assignment.tolist()))})", folds)
+    data = FoldData(curated, curated_targets, np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold))
+    if spec.multitask:
+        data.noisy, data.noisy_targets = open_subset("noisy", spec.kind, labels, features)
+    return data, len(classes)
+
+
+@stage
+def train(
+    model: str = typer.Argument(..., help="model name under `models` in params.yaml"),
+    fold: int = typer.Argument(..., help="validation fold"),
+    params: Path = typer.Option(PARAMS, help="params file"),
+    device: str = typer.Option("cpu", help="torch device"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+) -> None:
+    """Train one model on one fold; writes data/models/<model>/fold<k>/."""
+    spec = model_spec(load_params(params), model, params)
+    data, n_classes = fold_data(spec, fold)
+    init = None
+    if spec.init_from:
+        init_spec = model_spec(load_params(params), spec.init_from, params)
+        init = MODELS / spec.init_from / f"fold{fold}" / f"snapshot_{init_spec.cycles}.pt"
+    result = train_fold(spec, data, n_classes, MODELS / model / f"fold{fold}", STATE / f"{model}-fold{fold}",
+                        name=model, fold=fold, init_weights=init, device=device, progress=progress)
+    print(f"{model} fold {fold}: validation lwlrap per cycle {[round(v, 4) for v in result.cycle_lwlrap]}")

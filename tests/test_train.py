@@ -1,0 +1,118 @@
+"""The shared training loop on tiny synthetic stores: learning, determinism, resume, guards."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fsdlib.train as train_module
+from fsdlib.errors import FsdError
+from fsdlib.store import FeatureStore, StoreWriter
+from fsdlib.train import FoldData, ModelSpec, train_fold
+
+N_MELS, N_CLASSES = 32, 3
+TINY_ARCH = {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}
+
+
+def _store(path: Path, n: int, seed: int, noisy: bool = False) -> tuple[FeatureStore, np.ndarray]:
+    """Log-mel clips whose class shows as energy in its own band of mel bins; noisy labels are partly wrong."""
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(0, N_CLASSES, n)
+    targets = np.eye(N_CLASSES, dtype=np.float32)[classes]
+    with StoreWriter(path, "logmel", np.float32, N_MELS) as writer:
+        for i, c in enumerate(classes):
+            frames = int(rng.integers(10, 60))
+            power = rng.random((frames, N_MELS)).astype(np.float32) * 1e-3
+            power[:, c * 10 : c * 10 + 8] += rng.random((frames, 8)).astype(np.float32)
+            writer.write([f"{path.stem}{i:04d}.wav"], [power])
+    if noisy:
+        targets[: n // 3] = np.roll(targets[: n // 3], 1, axis=1)
+    return FeatureStore.open(path), targets
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> FoldData:
+    curated, y = _store(tmp_path / "curated.logmel.arrow", 48, seed=0)
+    noisy, ny = _store(tmp_path / "noisy.logmel.arrow", 48, seed=1, noisy=True)
+    return FoldData(curated, y, np.arange(36), np.arange(36, 48), noisy, ny)
+
+
+def _spec(**kw) -> ModelSpec:
+    base = dict(family="resnet", crop=32, batch=12, cycles=2, epochs_per_cycle=3, lr_max=3e-3, lr_min=1e-5,
+                arch=TINY_ARCH, seed=0)
+    return ModelSpec(**{**base, **kw})
+
+
+def _run(spec: ModelSpec, data: FoldData, root: Path):
+    return train_fold(spec, data, N_CLASSES, root / "out", root / "state", name="T", fold=0, progress=False)
+
+
+def test_learns_and_writes_outputs(data: FoldData, tmp_path: Path) -> None:
+    result = _run(_spec(cycles=2, epochs_per_cycle=6), data, tmp_path)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("snapshot_*.pt")) == ["snapshot_1.pt", "snapshot_2.pt"]
+    oof = np.load(out / "oof.npz")
+    assert oof["preds"].shape == (2, 12, N_CLASSES) and list(oof["fnames"][:1]) == ["curated.logmel0036.wav"]
+    assert np.all((oof["preds"] >= 0) & (oof["preds"] <= 1))
+    assert result.metrics["final"] > 0.8  # chance is about 0.6 for 3 classes
+    history = (out / "live" / "plots" / "metrics" / "train" / "total.tsv").read_text().splitlines()
+    losses = [float(line.split("\t")[-1]) for line in history[1:]]
+    assert losses[-1] < losses[0]
+    assert not (tmp_path / "state").exists()
+
+
+def test_same_seed_same_weights(data: FoldData, tmp_path: Path) -> None:
+    spec = _spec(cycles=1, epochs_per_cycle=2)
+    _run(spec, data, tmp_path / "a")
+    _run(spec, data, tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "out" / "snapshot_1.pt")
+    b = torch.load(tmp_path / "b" / "out" / "snapshot_1.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_interruption_gives_same_weights(data: FoldData, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec(cycles=3, epochs_per_cycle=1)
+    _run(spec, data, tmp_path / "straight")
+    real_predict, calls = train_module.predict_clips, []
+
+    def dies_in_cycle_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if killed before the second snapshot
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict_clips", dies_in_cycle_2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(spec, data, tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "state" / "snapshot_1.pt").is_file()
+    monkeypatch.setattr(train_module, "predict_clips", real_predict)
+    _run(spec, data, tmp_path / "resumed")
+    for c in (1, 2, 3):
+        a = torch.load(tmp_path / "straight" / "out" / f"snapshot_{c}.pt")
+        b = torch.load(tmp_path / "resumed" / "out" / f"snapshot_{c}.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a), f"snapshot {c} differs"
+    assert (tmp_path / "straight" / "out" / "metrics.json").read_text() == \
+        (tmp_path / "resumed" / "out" / "metrics.json").read_text()
+
+
+def test_non_finite_loss_stops_with_clear_error(data: FoldData, tmp_path: Path) -> None:
+    with pytest.raises(FsdError, match=r"non-finite loss.*T fold 0 cycle 1 epoch 1 step"):
+        _run(_spec(lr_max=1e30, lr_min=1e29, cycles=1, epochs_per_cycle=3), data, tmp_path)
+    assert not list((tmp_path / "out").glob("snapshot_*.pt"))
+
+
+def test_softmax_without_multitask_and_init_from(data: FoldData, tmp_path: Path) -> None:
+    first = _spec(cycles=1, epochs_per_cycle=1)
+    _run(first, data, tmp_path / "first")
+    spec = _spec(cycles=1, epochs_per_cycle=1, activation="softmax", multitask=False)
+    data.noisy = None
+    result = train_fold(spec, data, N_CLASSES, tmp_path / "o", tmp_path / "s", name="S", fold=0,
+                        init_weights=tmp_path / "first" / "out" / "snapshot_1.pt", progress=False)
+    assert len(result.cycle_lwlrap) == 1
+
+
+def test_bad_spec_names_model(data: FoldData, tmp_path: Path) -> None:
+    with pytest.raises(FsdError, match="models.T: optimizer"):
+        _run(_spec(optimizer="rmsprop"), data, tmp_path)
