@@ -63,6 +63,7 @@ class ModelSpec:
     seed: int = 0
     arch: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, Any] = field(default_factory=dict)
+    spl: dict[str, Any] = field(default_factory=dict)  # soft pseudo labels: {variant, weight}; empty = off
     snapshot_cycles: tuple[int, ...] | None = None  # cycles used at prediction time (1-based); None = all
     tta_pads: tuple[int, ...] = ()
 
@@ -80,10 +81,21 @@ class ModelSpec:
             (self.crop > 0 and self.batch > 0, "crop and batch must be positive"),
             (self.cycles > 0 and self.epochs_per_cycle > 0, "cycles and epochs_per_cycle must be positive"),
             (0 < self.lr_min <= self.lr_max, f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}"),
+            (not self.spl or self.spl.get("variant") in ("all_folds", "leak_free"),
+             f"spl.variant must be all_folds or leak_free, got {self.spl.get('variant')!r}"),
+            (not self.spl or self.activation == "sigmoid", "soft pseudo labels train a sigmoid curated head"),
         ]
         for ok, problem in checks:
             if not ok:
                 raise FsdError(f"models.{name}: {problem}")
+
+    @property
+    def spl_variant(self) -> str | None:
+        return self.spl.get("variant") if self.spl else None
+
+    @property
+    def spl_weight(self) -> float:
+        return float(self.spl.get("weight", 20.0))
 
     def augment_config(self) -> LogMelAugmentConfig | WaveAugmentConfig:
         cls = LogMelAugmentConfig if self.family == "resnet" else WaveAugmentConfig
@@ -106,6 +118,19 @@ class FoldData:
     val_idx: np.ndarray
     noisy: FeatureStore | None = None
     noisy_targets: np.ndarray | None = None
+    spl_targets: np.ndarray | None = None  # (n_noisy, C) soft pseudo labels for this student fold
+    spl_noisy_idx: np.ndarray | None = None  # noisy clips allowed in SPL batches (not in the validation fold)
+
+    def spl_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """SPL sampling pool: curated training clips (weight 1) then allowed noisy clips (N_cur / N_noisy).
+
+        Returns pool entries as (is_noisy, index) pairs in one (n, 2) array and their probabilities, so
+        curated and pseudo-labelled noisy clips are drawn 1:1 in expectation.
+        """
+        cur, noisy = self.train_idx, self.spl_noisy_idx
+        pool = np.concatenate([np.stack([np.zeros_like(cur), cur], 1), np.stack([np.ones_like(noisy), noisy], 1)])
+        weights = np.concatenate([np.ones(len(cur)), np.full(len(noisy), len(cur) / max(len(noisy), 1))])
+        return pool, weights / weights.sum()
 
 
 @dataclass
@@ -151,9 +176,12 @@ class BatchMaker:
         self.noisy = (
             _cycling(len(data.noisy), spec.batch, self.rng) if spec.multitask and data.noisy is not None else None
         )
+        self.spl = data.spl_pool() if data.spl_targets is not None else None
 
     def _crop(self, store: FeatureStore, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        clips = [store[int(i)] for i in idx]
+        return self._crop_clips([store[int(i)] for i in idx])
+
+    def _crop_clips(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         if self.spec.family == "resnet":
             x, valid = crop_logmel(clips, self.spec.crop, self.rng, self.spec.pad_mode)
             return x, valid
@@ -171,7 +199,18 @@ class BatchMaker:
                 nidx = next(self.noisy)
                 batch["nx"], batch["nvalid"] = self._crop(d.noisy, nidx)
                 batch["ny"] = d.noisy_targets[nidx]
+            if self.spl is not None:
+                batch["sx"], batch["svalid"], batch["sy"] = self._spl_batch()
             yield batch
+
+    def _spl_batch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """A batch mixing curated clips (their labels) and pseudo-labelled noisy clips, 1:1 in expectation."""
+        d, (pool, prob) = self.data, self.spl
+        picks = pool[self.rng.choice(len(pool), size=self.spec.batch, p=prob)]
+        stores = (d.curated, d.noisy)
+        targets = np.stack([d.curated_targets[i] if s == 0 else d.spl_targets[i] for s, i in picks])
+        x, valid = self._crop_clips([stores[s][int(i)] for s, i in picks])
+        return x, valid, targets
 
 
 def _prefetch(it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -205,17 +244,21 @@ class Trainer:
 
     def step(self, batch: dict[str, Any], gen: torch.Generator, optimizer: torch.optim.Optimizer,
              where: str) -> dict[str, float]:
-        """One optimiser step on the curated batch (and the noisy one): one backbone pass, two heads."""
-        x, y = self._inputs(batch["x"], batch["valid"], batch["y"], gen)
-        noisy_x = noisy_y = None
-        if "nx" in batch:
-            noisy_x, noisy_y = self._inputs(batch["nx"], batch["nvalid"], batch["ny"], gen)
-        features = self.model.backbone(x if noisy_x is None else torch.cat([x, noisy_x]))
-        heads = self.model.heads
-        curated_logits = heads.curated(features[: len(x)])
-        noisy_logits = None if noisy_x is None else heads.noisy(features[len(x) :])
+        """One optimiser step: curated, noisy and SPL batches through one backbone pass, then their heads."""
+        parts = [self._inputs(batch["x"], batch["valid"], batch["y"], gen)]
+        for key in ("n", "s"):
+            if f"{key}x" in batch:
+                parts.append(self._inputs(batch[f"{key}x"], batch[f"{key}valid"], batch[f"{key}y"], gen))
+        features = self.model.backbone(torch.cat([x for x, _ in parts]) if len(parts) > 1 else parts[0][0])
+        heads, sizes = self.model.heads, [len(x) for x, _ in parts]
+        chunks = dict(zip([k for k in ("x", "nx", "sx") if k in batch], torch.split(features, sizes), strict=True))
+        targets = dict(zip([k for k in ("x", "nx", "sx") if k in batch], [y for _, y in parts], strict=True))
         loss, components = multitask_loss(
-            curated_logits, y, noisy_logits, noisy_y, self.spec.activation, noisy_weight=self.spec.noisy_weight
+            heads.curated(chunks["x"]), targets["x"],
+            heads.noisy(chunks["nx"]) if "nx" in chunks else None, targets.get("nx"),
+            self.spec.activation, noisy_weight=self.spec.noisy_weight,
+            spl_logits=heads.curated(chunks["sx"]) if "sx" in chunks else None, spl_targets=targets.get("sx"),
+            spl_weight=self.spec.spl_weight,
         )
         if not torch.isfinite(loss):
             raise FsdError(f"non-finite loss ({loss.item()}) in model {where}; no weights were saved")
@@ -230,7 +273,8 @@ def _fingerprint(spec: ModelSpec, data: FoldData, name: str, fold: int, init: Pa
     """What a resume state must match: the settings, the fold split, the stores and the initial weights."""
     parts = [asdict(spec), name, fold, data.train_idx.tolist(), data.val_idx.tolist(),
              data.curated.path.stat().st_size, None if data.noisy is None else data.noisy.path.stat().st_size,
-             None if init is None else hashlib.sha256(init.read_bytes()).hexdigest()]
+             None if init is None else hashlib.sha256(init.read_bytes()).hexdigest(),
+             None if data.spl_targets is None else hashlib.sha256(data.spl_targets.tobytes()).hexdigest()]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 

@@ -1,0 +1,267 @@
+"""Power log-mel spectrograms, equal to librosa's but batched and fast, and the streaming feature-store builder.
+
+The spectrum is a float64 FFT of unwindowed frames read in place from the padded signal; the periodic Hann
+window is applied in the frequency domain (three-bin stencil), fused with |.|^2 and the sparse mel filterbank
+in one compiled kernel. float64 keeps bands 80 dB under a loud frame within 1e-3 dB of librosa; float32 did not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+
+from fsdlib.audio import SAMPLE_RATE, load_wav
+from fsdlib.errors import FsdError
+from fsdlib.progress import progress_bar
+from fsdlib.store import StoreWriter
+
+_INT16_POWER_SCALE = 2.0**-30  # (1 / 32768) ** 2: int16 samples are transformed unscaled, exactly
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Log-mel settings (SPEC section 2): librosa's melspectrogram with these arguments, centred, zero-padded."""
+
+    sample_rate: int = 44100
+    n_mels: int = 128
+    n_fft: int = 2560
+    hop_length: int = 347
+    fmin: float = 20.0
+    fmax: float = 22050.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _windowed_mel(spec, starts, stops, offsets, weights, scale, out):  # pragma: no cover - compiled
+    """Hann-windowed power of each rfft row, 0.5 X[k] - 0.25 (X[k-1] + X[k+1]), through the sparse filterbank.
+
+    spec: (frames, 2 * bins) float64, the complex rfft viewed as interleaved re/im; out: (frames, n_mels).
+    Four frames share each pass over a band's weights: four independent sums instead of one long chain.
+    """
+    n_frames = spec.shape[0]
+    n_bins = spec.shape[1] // 2
+    n_mels = starts.shape[0]
+    power = np.zeros((4, n_bins))
+    for f0 in range(0, n_frames, 4):
+        nf = min(4, n_frames - f0)
+        for j in range(nf):
+            a = spec[f0 + j]
+            p = power[j]
+            for k in range(1, n_bins - 1):  # constant bounds: computed bounds stop LLVM from vectorising
+                re = 0.5 * a[2 * k] - 0.25 * (a[2 * k - 2] + a[2 * k + 2])
+                im = 0.5 * a[2 * k + 1] - 0.25 * (a[2 * k - 1] + a[2 * k + 3])
+                p[k] = re * re + im * im
+            re = 0.5 * a[0] - 0.5 * a[2]  # DC: both neighbours are X[1] (conjugate symmetry); X[0] is real
+            p[0] = re * re
+            re = 0.5 * a[2 * n_bins - 2] - 0.5 * a[2 * n_bins - 4]  # Nyquist: both neighbours are X[n/2 - 1]
+            p[n_bins - 1] = re * re
+        p0, p1, p2, p3 = power[0], power[1], power[2], power[3]
+        for m in range(n_mels):
+            s0 = s1 = s2 = s3 = 0.0
+            base = offsets[m] - starts[m]
+            for k in range(starts[m], stops[m]):
+                w = weights[base + k]
+                s0 += w * p0[k]
+                s1 += w * p1[k]
+                s2 += w * p2[k]
+                s3 += w * p3[k]
+            out[f0, m] = s0 * scale
+            if nf > 1:
+                out[f0 + 1, m] = s1 * scale
+            if nf > 2:
+                out[f0 + 2, m] = s2 * scale
+            if nf > 3:
+                out[f0 + 3, m] = s3 * scale
+
+
+class LogMelExtractor:
+    """Power mel spectrograms of many clips at once, equal to librosa.feature.melspectrogram (float64) transposed.
+
+    Clips are cut in chunks of frames spread over `threads` worker threads (each running MKL and the kernel
+    single-threaded), so both cores stay busy without the overhead of splitting every small FFT.
+    """
+
+    def __init__(self, cfg: LogMelConfig, chunk_frames: int = 128, threads: int | None = None) -> None:
+        import librosa
+
+        self.cfg = cfg
+        self.chunk_frames = chunk_frames
+        self.threads = threads or max(1, len(os.sched_getaffinity(0)))
+        if cfg.n_fft % 2:
+            raise ValueError("n_fft must be even (periodic Hann in the frequency domain)")
+        basis = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
+                                    fmax=cfg.fmax, htk=False, norm="slaney", dtype=np.float64)
+        self.mel_basis = basis
+        starts, stops = np.zeros(cfg.n_mels, np.int64), np.zeros(cfg.n_mels, np.int64)
+        for m, row in enumerate(basis):
+            nonzero = np.flatnonzero(row)
+            if nonzero.size:  # an empty band (too many mels for the FFT size) stays all zero, as in librosa
+                starts[m], stops[m] = nonzero[0], nonzero[-1] + 1
+        self._starts, self._stops = starts, stops
+        self._offsets = np.concatenate([[0], np.cumsum(stops - starts)[:-1]]).astype(np.int64)
+        self._weights = np.concatenate([basis[m, starts[m]:stops[m]] for m in range(cfg.n_mels)])
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames of a centred STFT: one per hop, plus one."""
+        return 1 + n_samples // self.cfg.hop_length
+
+    def __call__(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Power mel spectrogram (frames, n_mels) float32 of each wave (int16, or float already in [-1, 1))."""
+        outs = [np.empty((self.n_frames(len(w)), self.cfg.n_mels), np.float32) for w in waves]
+        tasks = [(i, f0, min(f0 + self.chunk_frames, len(out)))
+                 for i, out in enumerate(outs) for f0 in range(0, len(out), self.chunk_frames)]
+        saved = torch.get_num_threads()
+        feed = iter(tasks)
+        lock = threading.Lock()
+
+        def take() -> Iterator[tuple[int, int, int]]:
+            while True:
+                with lock:
+                    task = next(feed, None)
+                if task is None:
+                    return
+                yield task
+
+        try:
+            threads = min(self.threads, len(tasks))
+            if threads <= 1:
+                self._run(waves, outs, take())
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    for job in [pool.submit(self._run, waves, outs, take()) for _ in range(threads)]:
+                        job.result()
+        finally:
+            torch.set_num_threads(saved)  # _run sets 1 for its thread, and torch keeps that as the default too
+        return outs
+
+    def _run(self, waves: Sequence[np.ndarray], outs: list[np.ndarray], tasks: Iterator[tuple[int, int, int]]) -> None:
+        """Worker loop: assemble each chunk's padded samples, FFT them, and run the mel kernel into `outs`."""
+        torch.set_num_threads(1)
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
+        signal = np.empty((self.chunk_frames - 1) * hop + n_fft)
+        for i, f0, f1 in tasks:
+            wave = waves[i]
+            n = (f1 - f0 - 1) * hop + n_fft
+            start = f0 * hop - n_fft // 2  # first sample of the chunk in the unpadded wave
+            lo, hi = max(start, 0), min(start + n, len(wave))
+            chunk = signal[:n]
+            chunk[: lo - start] = 0.0
+            chunk[lo - start : hi - start] = wave[lo:hi]
+            chunk[max(hi - start, 0) :] = 0.0
+            frames = torch.from_numpy(chunk).unfold(0, n_fft, hop)
+            spec = torch.fft.rfft(frames, dim=1)  # out= would be slower: torch copies into it
+            scale = _INT16_POWER_SCALE if wave.dtype == np.int16 else 1.0
+            _windowed_mel(spec.numpy().view(np.float64), self._starts, self._stops, self._offsets,
+                          self._weights, scale, outs[i][f0:f1])
+
+
+def power_to_db(power: np.ndarray, top_db: float = 80.0, amin: float = 1e-10) -> np.ndarray:
+    """Reference dB conversion: 10 log10(max(amin, p)), floored at the clip's maximum minus top_db."""
+    db = 10.0 * np.log10(np.maximum(amin, power))
+    return np.maximum(db, db.max() - top_db) if db.size else db
+
+
+def _read_batches(items: Sequence[tuple[str, Path]], batch_samples: int) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """Clips in input order, grouped into batches of about `batch_samples` samples (a longer clip goes alone)."""
+    fnames: list[str] = []
+    waves: list[np.ndarray] = []
+    size = 0
+    for fname, path in items:
+        wave = load_wav(path)
+        fnames.append(fname)
+        waves.append(wave)
+        size += len(wave)
+        if size >= batch_samples:
+            yield fnames, waves
+            fnames, waves, size = [], [], 0
+    if fnames:
+        yield fnames, waves
+
+
+def _prefetched(batches: Iterator, depth: int = 2) -> Iterator:
+    """Run a producer in a background thread, `depth` items ahead; its exceptions re-raise in the consumer."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        box.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put((done, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            box.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="fsdlib-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = box.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                box.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def build_feature_store(items: Sequence[tuple[str, Path]], out_prefix: Path, cfg: LogMelConfig,
+                        batch_seconds: float = 60.0, progress: bool = True) -> None:
+    """Write `{out_prefix}.logmel.arrow` (power mel) and `{out_prefix}.wave.arrow` (int16) for `items`, in order.
+
+    Streams in batches of about `batch_seconds` of audio: one batch is read ahead and the previous one written
+    in background threads while the current one is transformed, so memory stays bounded whatever the size.
+    """
+    out_prefix = Path(out_prefix)
+    if cfg.sample_rate != SAMPLE_RATE:
+        raise FsdError(f"log-mel sample_rate is {cfg.sample_rate} Hz but clips are read at {SAMPLE_RATE} Hz")
+    names = [fname for fname, _ in items]
+    if len(set(names)) != len(names):
+        duplicate = next(n for i, n in enumerate(names) if n in names[:i])
+        raise FsdError(f"clip {duplicate} is listed twice")
+    extractor = LogMelExtractor(cfg)
+    meta = {"config": dataclasses.asdict(cfg), "sample_rate": cfg.sample_rate}
+    logmel_path = out_prefix.parent / f"{out_prefix.name}.logmel.arrow"
+    wave_path = out_prefix.parent / f"{out_prefix.name}.wave.arrow"
+    batch_samples = max(1, int(batch_seconds * SAMPLE_RATE))
+    with (StoreWriter(logmel_path, "logmel", np.float32, cfg.n_mels, meta) as logmel_store,
+          StoreWriter(wave_path, "wave", np.int16, 1, meta) as wave_store,
+          progress_bar(f"features {out_prefix.name}", len(items), enabled=progress) as advance,
+          ThreadPoolExecutor(1, thread_name_prefix="fsdlib-write") as writer):
+
+        def write(fnames: list[str], waves: list[np.ndarray], mels: list[np.ndarray]) -> None:
+            logmel_store.write(fnames, mels)
+            wave_store.write(fnames, waves)
+            advance(len(fnames))
+
+        pending = None
+        for fnames, waves in _prefetched(_read_batches(items, batch_samples)):
+            mels = extractor(waves)
+            if pending is not None:
+                pending.result()  # one batch in writing, one computed, one read ahead: bounded memory
+            pending = writer.submit(write, fnames, waves, mels)
+        if pending is not None:
+            pending.result()

@@ -1,0 +1,87 @@
+"""Tagging new audio with a trained ensemble: the same features, inference path and weights as the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fsdlib.audio import load_wav
+from fsdlib.ensemble import weighted_average
+from fsdlib.errors import FsdError
+from fsdlib.features import LogMelConfig, LogMelExtractor
+from fsdlib.inference import InferenceConfig
+from fsdlib.predict import predict_snapshots
+from fsdlib.train import ModelSpec
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of the ensemble: its settings, its snapshot files (all folds) and its weight."""
+
+    name: str
+    spec: ModelSpec
+    snapshots: tuple[Path, ...]
+    weight: float
+
+
+@dataclass(frozen=True)
+class Tag:
+    """The result for one file: top labels with scores, or the error that stopped it."""
+
+    path: Path
+    labels: tuple[tuple[str, float], ...] = ()
+    error: str | None = None
+
+
+def expand_paths(paths: Sequence[Path]) -> list[Path]:
+    """Files as given, and every .wav under a given folder (sorted); a missing path is kept to report it."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".wav"))
+        else:
+            out.append(path)
+    return out
+
+
+class Tagger:
+    """Predicts class probabilities for waveforms with a weighted ensemble of snapshot-averaged models."""
+
+    def __init__(self, members: Sequence[Member], classes: Sequence[str], logmel: LogMelConfig,
+                 inference: InferenceConfig = InferenceConfig(), device: str = "cpu") -> None:
+        if not members:
+            raise FsdError("the ensemble has no model with a positive weight")
+        self.members, self.classes = list(members), list(classes)
+        self.extractor = LogMelExtractor(logmel)
+        self.inference, self.device = inference, device
+
+    def predict(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """(n_files, n_classes) ensemble probabilities of int16 waveforms at 44.1 kHz."""
+        mels = self.extractor(waves) if any(m.spec.kind == "logmel" for m in self.members) else None
+        preds = {}
+        for m in self.members:
+            clips = mels if m.spec.kind == "logmel" else list(waves)
+            preds[m.name] = predict_snapshots(m.spec, len(self.classes), m.snapshots, clips, m.spec.tta_pads,
+                                              self.inference, self.device)
+        return weighted_average(preds, {m.name: m.weight for m in self.members}).astype(np.float32)
+
+    def tag_files(self, paths: Sequence[Path], top_k: int = 3, chunk: int = 128) -> Iterator[Tag]:
+        """Tag files in order; an unreadable file yields a Tag with its error and does not stop the others."""
+        for start in range(0, len(paths), chunk):
+            good: list[tuple[Path, np.ndarray]] = []
+            results: dict[Path, Tag] = {}
+            for path in paths[start : start + chunk]:
+                try:
+                    good.append((path, load_wav(path)))
+                except FsdError as exc:
+                    results[path] = Tag(path, error=exc.problem)
+            if good:
+                probs = self.predict([w for _, w in good])
+                for (path, _), row in zip(good, probs, strict=True):
+                    order = np.argsort(-row, kind="stable")[:top_k]
+                    results[path] = Tag(path, tuple((self.classes[j], float(row[j])) for j in order))
+            for path in paths[start : start + chunk]:
+                yield results[path]
