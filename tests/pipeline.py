@@ -1,0 +1,71 @@
+"""Helpers for end-to-end tests: a copy of the repository with tiny params, and running DVC in it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ("dvc.yaml", "fsdlib", "stages", ".dvc/config", ".dvcignore", ".gitignore")
+
+TINY_RESNET = {"crop": 32, "batch": 8, "cycles": 1, "epochs_per_cycle": 1, "tta_pads": [4],
+               "arch": {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}}
+TINY_ENVNET = {"crop": 22050, "batch": 8, "cycles": 1, "epochs_per_cycle": 1, "tta_pads": [],
+               "snapshot_cycles": None, "arch": {"width": 0.125, "hidden": 16}}
+
+
+def tiny_params() -> dict:
+    """The repository's params.yaml shrunk to seconds per stage: 4 classes, 2 folds, one epoch per model."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synth"].update(n_classes=4, n_curated=24, n_noisy=24, n_test=12, curated_duration=[0.3, 1.5],
+                           noisy_duration=[1.0, 1.5], test_duration=[0.3, 1.5])
+    params["folds"].update(n_folds=2, ids=[0, 1])
+    for spec in params["models"].values():
+        spec.update(TINY_RESNET if spec["family"] == "resnet" else TINY_ENVNET)
+    return params
+
+
+def make_repo(dest: Path, params: dict | None = None) -> Path:
+    """Copy the pipeline's code and config into `dest`, with tiny params, as a fresh git + DVC repository."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params or tiny_params(), sort_keys=False))
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny pipeline"], cwd=dest, check=True)
+    return dest
+
+
+def env() -> dict[str, str]:
+    """The environment with this interpreter's scripts (fsd, dvc) first on PATH."""
+    out = dict(os.environ)
+    out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
+    out["DVC_NO_ANALYTICS"] = "1"
+    return out
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in the repository copy, capturing output; fail with the output on error."""
+    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def repro(cwd: Path, *args: str) -> list[str]:
+    """`dvc repro` and the names of the stages it ran."""
+    proc = run(["dvc", "repro", *args], cwd)
+    return re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)

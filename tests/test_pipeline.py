@@ -1,0 +1,86 @@
+"""End to end: the real DVC pipeline on a tiny generated dataset, in a temporary copy of the repository."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from pipeline import make_repo, repro, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    ran = repro(path)
+    assert "synth" in ran and "ensemble" in ran
+    return path
+
+
+def test_pipeline_outputs(repo: Path) -> None:
+    assert (repo / "data/demo/train_curated.csv").is_file()
+    for subset in ("curated", "noisy", "test"):
+        assert (repo / f"data/features/{subset}.logmel.arrow").is_file()
+        assert (repo / f"data/features/{subset}.wave.arrow").is_file()
+    folds = pd.read_parquet(repo / "data/folds.parquet")
+    assert set(folds["subset"]) == {"curated", "noisy"} and set(folds["fold"]) == {0, 1}
+    for model in ("A", "B", "B_leak_free", "C", "pre", "D", "E", "F"):
+        for fold in (0, 1):
+            out = repo / f"data/models/{model}/fold{fold}"
+            assert (out / "snapshot_1.pt").is_file() and (out / "oof.npz").is_file()
+            assert "cycle_lwlrap" in json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((repo / "metrics/metrics.json").read_text())
+    assert {"A", "B", "B_leak_free", "ensemble_fixed", "ensemble_fitted"} <= set(metrics["cv"])
+    assert {"all", "public", "private"} <= set(metrics["test"]["ensemble_fixed"])
+    submission = pd.read_csv(repo / "data/submission.csv")
+    sample = pd.read_csv(repo / "data/demo/sample_submission.csv")
+    assert list(submission.columns) == list(sample.columns) and list(submission["fname"]) == list(sample["fname"])
+    values = submission.iloc[:, 1:].to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+    for png in ("cv_per_model.png", "per_class.png", "training_curves.png"):
+        assert (repo / "metrics" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = run(["dvc", "metrics", "show"], repo).stdout
+    assert "cv.ensemble_fixed" in shown or "ensemble_fixed" in shown
+
+
+def test_second_repro_does_nothing(repo: Path) -> None:
+    assert repro(repo) == []
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def _set(repo: Path, key: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_model_param_reruns_only_that_model(repo: Path) -> None:
+    _set(repo, "models.C.lr_max", 0.002)
+    ran = repro(repo)
+    assert sorted(ran) == ["ensemble", "predict@C", "train@C-0", "train@C-1"]
+
+
+def test_temperature_reruns_pseudo_labels_and_students_only(repo: Path) -> None:
+    _set(repo, "spl.temperature", 1.5)
+    ran = set(repro(repo))
+    students = {f"train_student@{m}-{k}" for m in ("B", "B_leak_free") for k in (0, 1)}
+    assert ran == {"pseudo_label", *students, "predict@B", "predict@B_leak_free", "ensemble"}
+    table = pd.read_parquet(repo / "data/pseudo/leak_free.parquet")
+    assert set(table["temperature"]) == {1.5} and set(table["student_fold"]) == {0, 1}
+
+
+def test_tag_demo_test_clip(repo: Path) -> None:
+    test = pd.read_csv(repo / "data/demo/test_post_competition.csv")
+    clip = repo / "data/demo/test" / test["fname"].iloc[0]
+    proc = run(["fsd", "tag", str(clip), "--format", "json", "--top-k", "2"], repo)
+    rows = json.loads(proc.stdout)
+    assert rows[0]["file"] == str(clip) and len(rows[0]["labels"]) == 2
+    classes = yaml.safe_load((repo / "params.yaml").read_text())["synth"]["n_classes"]
+    assert classes == 4
