@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
-# Install into .venv, then run the whole DVC pipeline (demo dataset by default; see params.yaml data.root).
+# Install into .venv, then run the whole DVC pipeline.
+#   ./scripts/run_pipeline.sh                         demo dataset, demo-scale models (params.yaml)
+#   ./scripts/run_pipeline.sh --paper /path/to/root   paper scale on a real FSDKaggle2019 root:
+#                                                     params/paper.yaml becomes params.yaml (data.root set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source .venv/bin/activate
+if [ "${1:-}" = "--paper" ]; then
+  root=${2:?usage: $0 --paper /path/to/FSDKaggle2019}
+  [ -d "$root" ] || { echo "error: $root: dataset root not found" >&2; exit 1; }
+  python - "$root" <<'PY'
+import sys
+from pathlib import Path
+text = Path("params/paper.yaml").read_text()
+Path("params.yaml").write_text(text.replace("root: /path/to/FSDKaggle2019", f"root: {sys.argv[1]}"))
+PY
+  shift 2
+fi
 dvc repro "$@"
 dvc metrics show 2>/dev/null || true

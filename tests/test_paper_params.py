@@ -1,0 +1,61 @@
+"""params/paper.yaml holds the paper's exact settings (SPEC section 7) and builds the full-size networks."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fsdlib.train import ModelSpec
+from stages.common import build
+
+PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "params" / "paper.yaml").read_text())
+DEMO = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+# SPEC section 7: family, activation, cycles x epochs, crop, batch, optimiser, lr, init, SPL, cycles used, pads
+TABLE = {
+    "A": ("resnet", "sigmoid", 8, 64, 512, 64, "adam", 1e-3, None, None, [1, 2, 3, 4, 5, 6, 7, 8], [8, 32]),
+    "B": ("resnet", "sigmoid", 7, 64, 512, 32, "adam", 1e-3, "A", "all_folds", [1, 2, 3, 4, 5, 6, 7], [8, 32]),
+    "C": ("resnet", "sigmoid", 6, 64, 1024, 64, "adam", 1e-3, None, None, [1, 2, 3, 4, 5, 6], [8, 32]),
+    "pre": ("envnet", "softmax", 1, 400, 133_300, 16, "sgd", 0.1, None, None, None, []),
+    "D": ("envnet", "sigmoid", 3, 80, 133_300, 64, "sgd", 0.1, "pre", None, [1, 2, 3], [8000, 32000]),
+    "E": ("envnet", "softmax", 5, 80, 133_300, 16, "sgd", 0.1, "pre", None, [1, 2, 3, 4, 5], [8000, 32000]),
+    "F": ("envnet", "softmax", 10, 80, 200_000, 16, "sgd", 0.1, None, None, [5, 6, 7, 8, 9, 10], [8000, 32000]),
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_paper_settings(name: str) -> None:
+    family, act, cycles, epochs, crop, batch, opt, lr_max, init, spl, used, pads = TABLE[name]
+    spec = build(ModelSpec, PAPER["models"][name], name)
+    spec.validate(name)
+    assert (spec.family, spec.activation, spec.cycles, spec.epochs_per_cycle) == (family, act, cycles, epochs)
+    assert (spec.crop, spec.batch, spec.optimizer, spec.lr_max, spec.lr_min) == (crop, batch, opt, lr_max, 1e-6)
+    assert spec.init_from == init and spec.multitask
+    assert spec.spl_variant == spl and (spl is None or spec.spl_weight == 20.0)
+    assert (list(spec.snapshot_cycles) if spec.snapshot_cycles else None) == used
+    assert list(spec.tta_pads) == pads
+    if family == "resnet":
+        aug = spec.augment_config()
+        assert aug.mixup and aug.gain and aug.freq_mask and aug.additional_crop == (name == "B")
+
+
+def test_paper_networks_are_full_size() -> None:
+    resnet = build(ModelSpec, PAPER["models"]["A"], "A").build(80)
+    assert sum(p.numel() for p in resnet.backbone.parameters()) == 21_278_400  # ResNet34, one input channel
+    envnet = build(ModelSpec, PAPER["models"]["D"], "D").build(80)
+    assert envnet.backbone.out_features == 2560
+    assert envnet.heads.curated[0].out_features == 1024 and envnet.heads.noisy is not None
+
+
+def test_paper_ensemble_features_and_folds() -> None:
+    assert PAPER["ensemble"]["weights"] == {"A": 3, "B": 4, "C": 3, "D": 1, "E": 1, "F": 1, "B_leak_free": 0}
+    assert PAPER["folds"]["n_folds"] == 5 and PAPER["folds"]["ids"] == [0, 1, 2, 3, 4]
+    assert PAPER["features"] == {"sample_rate": 44100, "n_mels": 128, "n_fft": 2560, "hop_length": 347,
+                                 "fmin": 20.0, "fmax": 22050.0, "batch_seconds": 60.0}
+    assert PAPER["spl"] == {"teacher": "A", "temperature": 2.0}
+
+
+def test_paper_and_demo_have_the_same_keys() -> None:
+    assert PAPER.keys() == DEMO.keys() and PAPER["models"].keys() == DEMO["models"].keys()
+    for name, spec in PAPER["models"].items():
+        assert spec.keys() == DEMO["models"][name].keys(), name
