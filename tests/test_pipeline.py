@@ -51,6 +51,18 @@ def test_second_repro_does_nothing(repo: Path) -> None:
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
+def _out_hashes(repo: Path, stages: list[str]) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {f"{stage}:{out['path']}": out["md5"] for stage in stages for out in lock[stage]["outs"]}
+
+
+def test_same_params_give_identical_outputs(repo: Path, tmp_path: Path) -> None:
+    again = make_repo(tmp_path / "again")
+    repro(again, "pseudo_label")
+    stages = ["synth", "features", "folds", "train@A-0", "train@A-1", "teacher", "pseudo_label"]
+    assert _out_hashes(again, stages) == _out_hashes(repo, stages)
+
+
 def _set(repo: Path, key: str, value) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     node = params
@@ -84,3 +96,21 @@ def test_tag_demo_test_clip(repo: Path) -> None:
     assert rows[0]["file"] == str(clip) and len(rows[0]["labels"]) == 2
     classes = yaml.safe_load((repo / "params.yaml").read_text())["synth"]["n_classes"]
     assert classes == 4
+
+
+def test_tag_mixed_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    folder = tmp_path / "to tag"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(str(folder / "stereo 48k.wav"), 0.1 * rng.standard_normal((48000, 2)), 48000, subtype="PCM_16")
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    test_clip = next((repo / "data/demo/test").glob("*.wav"))
+    (folder / "demo.wav").write_bytes(test_clip.read_bytes())
+    proc = run(["fsd", "tag", str(folder), "--format", "csv"], repo, check=False)
+    assert proc.returncode == 2, proc.stderr
+    table = pd.read_csv(pd.io.common.StringIO(proc.stdout))
+    assert set(table.loc[table["error"].isna(), "file"].map(lambda f: Path(f).name)) == {"stereo 48k.wav", "demo.wav"}
+    assert "corrupt.wav" in proc.stderr and "Traceback" not in proc.stderr
+    assert "downmixed 2 channels" in proc.stderr
