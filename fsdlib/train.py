@@ -376,11 +376,9 @@ def train_fold(
             _log_row(live, row)
             history.append(row)
         snapshot = state_dir / f"snapshot_{cycle + 1}.pt"
-        with atomic_path(snapshot) as tmp:
-            torch.save(model.state_dict(), tmp)
-        with atomic_path(state_dir / "resume.pt") as tmp:
-            torch.save({"fingerprint": fingerprint, "cycle": cycle + 1, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "history": history, "oof": oof}, tmp)
+        _save(model.state_dict(), snapshot)
+        _save({"fingerprint": fingerprint, "cycle": cycle + 1, "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "history": history, "oof": oof}, state_dir / "resume.pt")
         with atomic_path(out_dir / snapshot.name) as tmp:
             shutil.copyfile(snapshot, tmp)
     live.end()
@@ -393,6 +391,12 @@ def train_fold(
     write_json(out_dir / "metrics.json", result.metrics)
     shutil.rmtree(state_dir)  # finished: a later run (e.g. after a code change) must not resume from it
     return result
+
+
+def _save(obj: Any, path: Path) -> None:
+    """torch.save atomically, through a file object so the archive does not embed the temporary name."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
 
 
 def _log_row(live: Any, row: dict[str, float]) -> None:
