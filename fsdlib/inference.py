@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from fsdlib.augment import DB_FLOOR_POWER, DB_RANGE, logmel_to_input
+from fsdlib.device import autocast, resolve_device, to_device
 from fsdlib.errors import FsdError
 from fsdlib.models.heads import TaggingModel
 
@@ -64,15 +65,15 @@ def pad_clip(clip: np.ndarray, pad: int, mode: str, fill: float) -> np.ndarray:
 
 
 def _logmel_inputs(power: np.ndarray, pad: int, pad_mode: str) -> tuple[torch.Tensor, float]:
-    """One clip's network input (n_mels, T') after padding TTA, and the value of silence in it."""
+    """One clip's network input (n_mels, T') after padding TTA, and the value its group padding takes.
+
+    Group padding takes the clip's quietest input value: its silence floor when the clip reaches it (always
+    with a TTA pad), and 0 for a silent clip, whose standardised input is all 0.
+    """
     floor = float(power.max(initial=0.0)) * 10.0 ** (-DB_RANGE / 10.0)
     padded = pad_clip(power, pad, pad_mode, max(floor, DB_FLOOR_POWER))
-    x = torch.from_numpy(np.ascontiguousarray(padded.T, dtype=np.float32))[None]
-    db = 10.0 * torch.log10(x.clamp(min=DB_FLOOR_POWER))
-    floor_db = db.amax() - DB_RANGE
-    db = torch.maximum(db, floor_db)
-    silence = ((floor_db - db.mean()) / (db.std(unbiased=False) + 1e-7)).item()
-    return logmel_to_input(x)[0, 0], silence
+    x = logmel_to_input(torch.from_numpy(np.ascontiguousarray(padded.T, dtype=np.float32))[None])[0, 0]
+    return x, float(x.min())
 
 
 def _batch(clips: list[np.ndarray], idx: np.ndarray, kind: Kind, pad: int, pad_mode: str) -> torch.Tensor:
@@ -102,7 +103,7 @@ def predict_clips(
     pads: Sequence[int] = (0,),
     pad_mode: str = "zero",
     cfg: InferenceConfig = InferenceConfig(),
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "auto",
 ) -> np.ndarray:
     """Curated-head probabilities (n_clips, n_classes) at full length, averaged over `pads`, in input order.
 
@@ -112,6 +113,7 @@ def predict_clips(
     clips = list(clips)
     if not clips:
         raise FsdError("no clips to predict")
+    device = resolve_device(device) if isinstance(device, str) else device
     model.eval()
     inner = clips[0].shape[1] if kind == "logmel" else 1
     lengths = [len(c) + 2 * max(pads) for c in clips]
@@ -119,8 +121,9 @@ def predict_clips(
     for pad in pads:
         preds: np.ndarray | None = None
         for idx in length_groups(lengths, cfg, inner):
-            x = _batch(clips, idx, kind, pad, pad_mode).to(device)
-            p = model.predict(x, activation).float().cpu().numpy()
+            x = to_device(_batch(clips, idx, kind, pad, pad_mode), device, channels_last=True)
+            with autocast(device):
+                p = model.predict(x, activation).float().cpu().numpy()
             if preds is None:
                 preds = np.empty((len(clips), p.shape[1]), dtype=np.float64)
             preds[idx] = p

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fsdlib.device import resolve_device
 from fsdlib.errors import FsdError
 from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.models import TaggingModel
@@ -30,14 +31,14 @@ def snapshot_paths(fold_dir: Path, cycles: Sequence[int] | None = None) -> list[
     return [found[c] for c in cycles]
 
 
-def load_snapshot(spec: ModelSpec, n_classes: int, path: Path, device: str = "cpu") -> TaggingModel:
+def load_snapshot(spec: ModelSpec, n_classes: int, path: Path, device: str = "auto") -> TaggingModel:
     """Build the spec's network and load a snapshot into it, in eval mode."""
     model = spec.build(n_classes)
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, EOFError) as exc:
         raise FsdError(f"snapshot does not load into this model's architecture ({str(exc)[:200]})", path) from None
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def predict_snapshots(
@@ -47,7 +48,7 @@ def predict_snapshots(
     clips: Sequence[np.ndarray],
     pads: Sequence[int] = (),
     cfg: InferenceConfig = InferenceConfig(),
-    device: str = "cpu",
+    device: str = "auto",
 ) -> np.ndarray:
     """Mean over snapshots of the padding-TTA prediction of every clip: (n_clips, n_classes)."""
     total = None

@@ -51,7 +51,7 @@ class Tagger:
     """Predicts class probabilities for waveforms with a weighted ensemble of snapshot-averaged models."""
 
     def __init__(self, members: Sequence[Member], classes: Sequence[str], logmel: LogMelConfig,
-                 inference: InferenceConfig = InferenceConfig(), device: str = "cpu") -> None:
+                 inference: InferenceConfig = InferenceConfig(), device: str = "auto") -> None:
         if not members:
             raise FsdError("the ensemble has no model with a positive weight")
         self.members, self.classes = list(members), list(classes)

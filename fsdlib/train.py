@@ -29,6 +29,7 @@ from fsdlib.augment import (
     crop_wave,
     logmel_to_input,
 )
+from fsdlib.device import autocast, resolve_device, to_device
 from fsdlib.errors import FsdError
 from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.losses import multitask_loss
@@ -233,12 +234,12 @@ class Trainer:
         self.augment = spec.augment_config()
 
     def _inputs(self, x: np.ndarray, valid: np.ndarray | None, y: np.ndarray, gen: torch.Generator):
-        x_t = torch.from_numpy(x).to(self.device)
-        y_t = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(self.device)
+        x_t = to_device(torch.from_numpy(x), self.device)
+        y_t = to_device(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), self.device)
         if self.spec.family == "resnet":
             power = x_t.transpose(1, 2)  # (B, n_mels, T)
             power, y_t = augment_logmel(power, y_t, torch.from_numpy(valid), self.augment, gen)
-            return logmel_to_input(power), y_t
+            return to_device(logmel_to_input(power), self.device, channels_last=True), y_t
         wave, y_t = augment_wave(x_t, y_t, self.augment, gen)
         return wave, y_t
 
@@ -249,15 +250,20 @@ class Trainer:
         for key in ("n", "s"):
             if f"{key}x" in batch:
                 parts.append(self._inputs(batch[f"{key}x"], batch[f"{key}valid"], batch[f"{key}y"], gen))
-        features = self.model.backbone(torch.cat([x for x, _ in parts]) if len(parts) > 1 else parts[0][0])
         heads, sizes = self.model.heads, [len(x) for x, _ in parts]
-        chunks = dict(zip([k for k in ("x", "nx", "sx") if k in batch], torch.split(features, sizes), strict=True))
         targets = dict(zip([k for k in ("x", "nx", "sx") if k in batch], [y for _, y in parts], strict=True))
+        with autocast(self.device):
+            features = self.model.backbone(torch.cat([x for x, _ in parts]) if len(parts) > 1 else parts[0][0])
+            chunks = dict(zip(targets, torch.split(features, sizes), strict=True))
+            logits = {"x": heads.curated(chunks["x"])}
+            if "nx" in chunks:
+                logits["nx"] = heads.noisy(chunks["nx"])
+            if "sx" in chunks:
+                logits["sx"] = heads.curated(chunks["sx"])
+        logits = {k: v.float() for k, v in logits.items()}  # losses in full precision
         loss, components = multitask_loss(
-            heads.curated(chunks["x"]), targets["x"],
-            heads.noisy(chunks["nx"]) if "nx" in chunks else None, targets.get("nx"),
-            self.spec.activation, noisy_weight=self.spec.noisy_weight,
-            spl_logits=heads.curated(chunks["sx"]) if "sx" in chunks else None, spl_targets=targets.get("sx"),
+            logits["x"], targets["x"], logits.get("nx"), targets.get("nx"), self.spec.activation,
+            noisy_weight=self.spec.noisy_weight, spl_logits=logits.get("sx"), spl_targets=targets.get("sx"),
             spl_weight=self.spec.spl_weight,
         )
         if not torch.isfinite(loss):
@@ -305,7 +311,7 @@ def train_fold(
     name: str = "model",
     fold: int = 0,
     init_weights: Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     inference: InferenceConfig = InferenceConfig(),
     progress: bool = True,
 ) -> TrainResult:
@@ -317,11 +323,13 @@ def train_fold(
     from dvclive import Live
 
     spec.validate(name)
-    dev = torch.device(device)
+    dev = resolve_device(device)
     steps_per_epoch = max(1, len(data.train_idx) // spec.batch)
     iters_per_cycle = steps_per_epoch * spec.epochs_per_cycle
     torch.manual_seed(_seed(spec.seed, name, fold, "init"))
     model = spec.build(n_classes).to(dev)
+    if dev.type == "cuda" and spec.family == "resnet":
+        model = model.to(memory_format=torch.channels_last)
     if init_weights is not None:
         _load_weights(model, init_weights)
     optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay)

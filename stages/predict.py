@@ -24,7 +24,7 @@ def inference_config(params: dict, path: Path = PARAMS) -> InferenceConfig:
 def predict(
     model: str = typer.Argument(..., help="model name under `models` in params.yaml"),
     params: Path = typer.Option(PARAMS, help="params file"),
-    device: str = typer.Option("cpu", help="torch device"),
+    device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
 ) -> None:
     """Average the model's fold snapshots on the test set, and each fold's snapshots on its held-out clips."""
     p = load_params(params)

@@ -19,7 +19,7 @@ TEACHER = PSEUDO / "teacher.npz"
 @stage
 def teacher(
     params: Path = typer.Option(PARAMS, help="params file"),
-    device: str = typer.Option("cpu", help="torch device"),
+    device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
 ) -> None:
     """Predict every noisy clip at full length with each teacher fold (mean over its snapshots)."""
     p = load_params(params)

@@ -72,7 +72,7 @@ def tag(
     output: Path | None = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
     weights: Weights = typer.Option(Weights.fixed, help="ensemble weights: params' fixed ones or OOF-fitted"),
     params: Path = typer.Option(PARAMS, help="params file"),
-    device: str = typer.Option("cpu", help="torch device"),
+    device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
 ) -> None:
     """Tag audio files with the trained ensemble; unreadable files are reported and skipped."""
     p = load_params(params)

@@ -69,7 +69,7 @@ def train(
     model: str = typer.Argument(..., help="model name under `models` in params.yaml"),
     fold: int = typer.Argument(..., help="validation fold"),
     params: Path = typer.Option(PARAMS, help="params file"),
-    device: str = typer.Option("cpu", help="torch device"),
+    device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     """Train one model on one fold; writes data/models/<model>/fold<k>/."""
