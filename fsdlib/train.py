@@ -49,6 +49,7 @@ class ModelSpec:
     family: str  # resnet (log-mel) | envnet (waveform)
     activation: str = "sigmoid"  # sigmoid | softmax
     crop: int = 512  # frames (resnet) or samples (envnet)
+    crops: tuple[int, ...] | None = None  # varying crop lengths: each step draws one (instead of `crop`)
     batch: int = 64
     cycles: int = 8
     epochs_per_cycle: int = 64
@@ -80,6 +81,7 @@ class ModelSpec:
             (self.optimizer in ("adam", "sgd"), f"optimizer must be adam or sgd, got {self.optimizer!r}"),
             (self.pad_mode in ("zero", "loop"), f"pad_mode must be zero or loop, got {self.pad_mode!r}"),
             (self.crop > 0 and self.batch > 0, "crop and batch must be positive"),
+            (not self.crops or min(self.crops) > 0, f"crops must be positive lengths, got {self.crops}"),
             (self.cycles > 0 and self.epochs_per_cycle > 0, "cycles and epochs_per_cycle must be positive"),
             (0 < self.lr_min <= self.lr_max, f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}"),
             (not self.spl or self.spl.get("variant") in ("all_folds", "leak_free"),
@@ -179,14 +181,14 @@ class BatchMaker:
         )
         self.spl = data.spl_pool() if data.spl_targets is not None else None
 
-    def _crop(self, store: FeatureStore, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        return self._crop_clips([store[int(i)] for i in idx])
+    def _crop(self, store: FeatureStore, idx: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._crop_clips([store[int(i)] for i in idx], length)
 
-    def _crop_clips(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    def _crop_clips(self, clips: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self.spec.family == "resnet":
-            x, valid = crop_logmel(clips, self.spec.crop, self.rng, self.spec.pad_mode)
+            x, valid = crop_logmel(clips, length, self.rng, self.spec.pad_mode)
             return x, valid
-        return crop_wave(clips, self.spec.crop, self.rng, self.spec.pad_mode), None
+        return crop_wave(clips, length, self.rng, self.spec.pad_mode), None
 
     def epoch(self) -> Iterator[dict[str, Any]]:
         """One epoch: a pass over the curated training fold, each step with a noisy batch when multitask."""
@@ -194,23 +196,24 @@ class BatchMaker:
         perm = self.rng.permutation(d.train_idx)
         for step in range(self.steps):
             idx = perm[step * self.spec.batch : (step + 1) * self.spec.batch]
-            x, valid = self._crop(d.curated, idx)
+            length = int(self.rng.choice(self.spec.crops)) if self.spec.crops else self.spec.crop
+            x, valid = self._crop(d.curated, idx, length)
             batch = {"x": x, "valid": valid, "y": d.curated_targets[idx]}
             if self.noisy is not None:
                 nidx = next(self.noisy)
-                batch["nx"], batch["nvalid"] = self._crop(d.noisy, nidx)
+                batch["nx"], batch["nvalid"] = self._crop(d.noisy, nidx, length)
                 batch["ny"] = d.noisy_targets[nidx]
             if self.spl is not None:
-                batch["sx"], batch["svalid"], batch["sy"] = self._spl_batch()
+                batch["sx"], batch["svalid"], batch["sy"] = self._spl_batch(length)
             yield batch
 
-    def _spl_batch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    def _spl_batch(self, length: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """A batch mixing curated clips (their labels) and pseudo-labelled noisy clips, 1:1 in expectation."""
         d, (pool, prob) = self.data, self.spl
         picks = pool[self.rng.choice(len(pool), size=self.spec.batch, p=prob)]
         stores = (d.curated, d.noisy)
         targets = np.stack([d.curated_targets[i] if s == 0 else d.spl_targets[i] for s, i in picks])
-        x, valid = self._crop_clips([stores[s][int(i)] for s, i in picks])
+        x, valid = self._crop_clips([stores[s][int(i)] for s, i in picks], length)
         return x, valid, targets
 
 

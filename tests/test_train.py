@@ -116,3 +116,39 @@ def test_softmax_without_multitask_and_init_from(data: FoldData, tmp_path: Path)
 def test_bad_spec_names_model(data: FoldData, tmp_path: Path) -> None:
     with pytest.raises(FsdError, match="models.T: optimizer"):
         _run(_spec(optimizer="rmsprop"), data, tmp_path)
+
+
+def test_varying_crop_lengths_draw_one_length_per_step(data: FoldData, tmp_path: Path) -> None:
+    spec = _spec(crops=(16, 32), batch=6)
+    maker = train_module.BatchMaker(spec, data, steps_per_epoch=6, seed=0)
+    lengths = set()
+    for batch in maker.epoch():
+        assert batch["x"].shape[1] == batch["nx"].shape[1]  # the curated and noisy parts share the length
+        lengths.add(batch["x"].shape[1])
+    assert lengths == {16, 32}
+    result = _run(_spec(crops=(16, 32), cycles=1, epochs_per_cycle=1), data, tmp_path)
+    assert len(result.cycle_lwlrap) == 1
+
+
+def test_spl_batches_mix_curated_and_noisy_one_to_one(data: FoldData) -> None:
+    data.spl_targets = np.full((len(data.noisy), N_CLASSES), 1 / N_CLASSES, np.float32)
+    data.spl_noisy_idx = np.arange(0, 48, 2)  # half the noisy clips: those outside the validation fold
+    pool, prob = data.spl_pool()
+    noisy_share = prob[pool[:, 0] == 1].sum()
+    assert noisy_share == pytest.approx(0.5)
+    assert set(pool[pool[:, 0] == 1, 1]) == set(data.spl_noisy_idx.tolist())
+    maker = train_module.BatchMaker(_spec(batch=12, spl={"variant": "leak_free"}), data, 3, seed=0)
+    soft = [np.isclose(b["sy"], 1 / N_CLASSES).all(axis=1).mean() for _ in range(20) for b in maker.epoch()]
+    assert np.mean(soft) == pytest.approx(0.5, abs=0.05)
+
+
+def test_spl_loss_weight_is_applied(data: FoldData) -> None:
+    from fsdlib.losses import multitask_loss
+
+    logits, targets = torch.zeros(4, N_CLASSES), torch.zeros(4, N_CLASSES)
+    soft = torch.full((4, N_CLASSES), 0.1)
+    base, _ = multitask_loss(logits, targets, None, None, "sigmoid")
+    total, parts = multitask_loss(logits, targets, None, None, "sigmoid", spl_logits=logits, spl_targets=soft,
+                                  spl_weight=20.0)
+    assert parts["spl"] == pytest.approx(0.16)  # (0.5 - 0.1)^2
+    assert float(total - base) == pytest.approx(20 * 0.16)
