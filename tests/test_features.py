@@ -59,6 +59,10 @@ def make_signals() -> dict[str, np.ndarray]:
         "quiet_tail": loud_then_quiet,
         "dc_offset": 20000 + rng.integers(-2, 3, 2 * SR),  # zero padding makes steps at both ends
         "clicks": clicks,
+        "square_441": np.sign(np.sin(2 * np.pi * 441 * t[: 2 * SR])) * 30000,
+        "tone_plus_lsb_noise": np.sin(2 * np.pi * 700 * t[: 2 * SR]) * 30000 + rng.standard_normal(2 * SR) * 0.7,
+        "silence_then_burst": np.concatenate([np.zeros(SR), rng.standard_normal(SR // 2) * 30000]),
+        "tone_25hz": np.sin(2 * np.pi * 25 * t[: 2 * SR]) * 30000,
     }
 
 
@@ -81,6 +85,28 @@ def test_agrees_with_librosa_float64(name: str, ours: dict[str, np.ndarray]) -> 
     assert ours[name].dtype == np.float32
     assert ours[name].shape == reference.shape
     assert max_db_error(ours[name], reference) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def ours_float32() -> tuple[dict[str, np.ndarray], LogMelExtractor]:
+    extractor = LogMelExtractor(CFG, float32=True)
+    return dict(zip(SIGNALS, extractor(list(SIGNALS.values())), strict=True)), extractor
+
+
+@pytest.mark.parametrize("name", list(SIGNALS))
+def test_float32_with_repair_agrees_with_librosa_float64(name: str, ours_float32) -> None:
+    mels, _ = ours_float32
+    reference = librosa_mel(SIGNALS[name])
+    assert mels[name].shape == reference.shape
+    assert max_db_error(mels[name], reference) < 1e-3
+
+
+def test_float32_repairs_tones_not_noise() -> None:
+    extractor = LogMelExtractor(CFG, float32=True)
+    extractor([SIGNALS["noise_30s"]])
+    assert extractor.repaired < 0.05 * extractor.frames  # broadband: float32 suffices almost everywhere
+    extractor([SIGNALS["tone_1k"]])
+    assert extractor.repaired > 0.5 * extractor.frames  # a pure tone's skirts are far under its own energy
 
 
 @pytest.mark.parametrize("n_samples", [1, 346, 347, 2559, 2560, 2561, 44100, 30 * 44100 + 5])
