@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from fsdlib.atomic import atomic_path, write_json
 from fsdlib.augment import (
@@ -30,6 +31,7 @@ from fsdlib.augment import (
     logmel_to_input,
 )
 from fsdlib.device import autocast, resolve_device, to_device
+from fsdlib.distributed import World, init_world, sync_batch_norm
 from fsdlib.errors import FsdError
 from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.losses import multitask_loss
@@ -229,12 +231,37 @@ def _prefetch(it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             yield batch
 
 
-class Trainer:
-    """Batch side: augmentations in torch on the device, the multitask loss, one optimiser step."""
+class StepNet(nn.Module):
+    """The forward of one step: one backbone pass over all parts, then each part's head.
 
-    def __init__(self, spec: ModelSpec, model: TaggingModel, device: torch.device, name: str) -> None:
-        self.spec, self.model, self.device, self.name = spec, model, device, name
+    A module of its own so that DistributedDataParallel can wrap exactly what a step runs.
+    """
+
+    def __init__(self, model: TaggingModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, parts: tuple[str, ...], sizes: tuple[int, ...]) -> list[torch.Tensor]:
+        features = self.model.backbone(x)
+        heads = self.model.heads
+        return [heads.noisy(c) if part == "nx" else heads.curated(c)
+                for part, c in zip(parts, torch.split(features, list(sizes)), strict=True)]
+
+
+class Trainer:
+    """Batch side: augmentations in torch on the device, the multitask loss, one optimiser step.
+
+    Under torchrun every rank augments the same global batch, then trains on its own slice of it.
+    """
+
+    def __init__(self, spec: ModelSpec, model: TaggingModel, device: torch.device, name: str,
+                 world: World = World()) -> None:
+        self.spec, self.model, self.device, self.name, self.world = spec, model, device, name, world
         self.augment = spec.augment_config()
+        self.net: nn.Module = StepNet(model)
+        if world.size > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
 
     def _inputs(self, x: np.ndarray, valid: np.ndarray | None, y: np.ndarray, gen: torch.Generator):
         x_t = to_device(torch.from_numpy(x), self.device)
@@ -242,28 +269,22 @@ class Trainer:
         if self.spec.family == "resnet":
             power = x_t.transpose(1, 2)  # (B, n_mels, T)
             power, y_t = augment_logmel(power, y_t, torch.from_numpy(valid), self.augment, gen)
-            return to_device(logmel_to_input(power), self.device, channels_last=True), y_t
-        wave, y_t = augment_wave(x_t, y_t, self.augment, gen)
-        return wave, y_t
+            x_t = to_device(logmel_to_input(power), self.device, channels_last=True)
+        else:
+            x_t, y_t = augment_wave(x_t, y_t, self.augment, gen)
+        mine = self.world.shard(len(x_t))
+        return x_t[mine], y_t[mine]
 
     def step(self, batch: dict[str, Any], gen: torch.Generator, optimizer: torch.optim.Optimizer,
              where: str) -> dict[str, float]:
         """One optimiser step: curated, noisy and SPL batches through one backbone pass, then their heads."""
-        parts = [self._inputs(batch["x"], batch["valid"], batch["y"], gen)]
-        for key in ("n", "s"):
-            if f"{key}x" in batch:
-                parts.append(self._inputs(batch[f"{key}x"], batch[f"{key}valid"], batch[f"{key}y"], gen))
-        heads, sizes = self.model.heads, [len(x) for x, _ in parts]
-        targets = dict(zip([k for k in ("x", "nx", "sx") if k in batch], [y for _, y in parts], strict=True))
+        names = tuple(k for k in ("x", "nx", "sx") if k in batch)
+        parts = [self._inputs(batch[k], batch[k[:-1] + "valid"], batch[k[:-1] + "y"], gen) for k in names]
+        targets = dict(zip(names, [y for _, y in parts], strict=True))
         with autocast(self.device):
-            features = self.model.backbone(torch.cat([x for x, _ in parts]) if len(parts) > 1 else parts[0][0])
-            chunks = dict(zip(targets, torch.split(features, sizes), strict=True))
-            logits = {"x": heads.curated(chunks["x"])}
-            if "nx" in chunks:
-                logits["nx"] = heads.noisy(chunks["nx"])
-            if "sx" in chunks:
-                logits["sx"] = heads.curated(chunks["sx"])
-        logits = {k: v.float() for k, v in logits.items()}  # losses in full precision
+            x = torch.cat([x for x, _ in parts]) if len(parts) > 1 else parts[0][0]
+            out = self.net(x, names, tuple(len(x) for x, _ in parts))
+        logits = {k: v.float() for k, v in zip(names, out, strict=True)}  # losses in full precision
         loss, components = multitask_loss(
             logits["x"], targets["x"], logits.get("nx"), targets.get("nx"), self.spec.activation,
             noisy_weight=self.spec.noisy_weight, spl_logits=logits.get("sx"), spl_targets=targets.get("sx"),
@@ -275,6 +296,10 @@ class Trainer:
         loss.backward()
         optimizer.step()
         components["total"] = loss.item()
+        if self.world.size > 1:  # log the global batch's mean, as a single process would
+            values = torch.tensor(list(components.values()), dtype=torch.float64)
+            torch.distributed.all_reduce(values)
+            components = dict(zip(components, (values / self.world.size).tolist(), strict=True))
         return components
 
 
@@ -327,6 +352,10 @@ def train_fold(
 
     spec.validate(name)
     dev = resolve_device(device)
+    world = init_world(dev)
+    if world.size > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", world.local_rank)
+    main = world.is_main  # only rank 0 validates, logs and writes
     steps_per_epoch = max(1, len(data.train_idx) // spec.batch)
     iters_per_cycle = steps_per_epoch * spec.epochs_per_cycle
     torch.manual_seed(_seed(spec.seed, name, fold, "init"))
@@ -335,9 +364,11 @@ def train_fold(
         model = model.to(memory_format=torch.channels_last)
     if init_weights is not None:
         _load_weights(model, init_weights)
+    if world.size > 1:
+        model = sync_batch_norm(model)
     optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay)
     scheduler = cyclic_cosine_scheduler(optimizer, iters_per_cycle, spec.lr_max, spec.lr_min)
-    trainer = Trainer(spec, model, dev, name)
+    trainer = Trainer(spec, model, dev, name, world)
 
     fingerprint = _fingerprint(spec, data, name, fold, init_weights)
     state = _load_resume(state_dir, fingerprint)
@@ -351,13 +382,15 @@ def train_fold(
         history, oof, start_cycle = state["history"], state["oof"], state["cycle"]
         log.info("%s fold %d: resuming after cycle %d of %d", name, fold, start_cycle, spec.cycles)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    live = Live(str(out_dir / "live"), dvcyaml=False, save_dvc_exp=False, report=None)
-    for row in history:  # replay what was logged before an interruption, so the curves are complete
-        _log_row(live, row)
-    for c in range(1, start_cycle + 1):  # snapshots of cycles finished before an interruption
-        shutil.copyfile(state_dir / f"snapshot_{c}.pt", out_dir / f"snapshot_{c}.pt")
+    live = None
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        live = Live(str(out_dir / "live"), dvcyaml=False, save_dvc_exp=False, report=None)
+        for row in history:  # replay what was logged before an interruption, so the curves are complete
+            _log_row(live, row)
+        for c in range(1, start_cycle + 1):  # snapshots of cycles finished before an interruption
+            shutil.copyfile(state_dir / f"snapshot_{c}.pt", out_dir / f"snapshot_{c}.pt")
 
     val_clips = [data.curated[int(i)] for i in data.val_idx]
     val_truth = data.curated_targets[data.val_idx]
@@ -369,7 +402,7 @@ def train_fold(
         for epoch in range(spec.epochs_per_cycle):
             sums: dict[str, float] = {}
             label = f"{name} fold {fold} cycle {cycle + 1}/{spec.cycles} epoch {epoch + 1}/{spec.epochs_per_cycle}"
-            with progress_bar(label, steps_per_epoch, enabled=progress) as advance:
+            with progress_bar(label, steps_per_epoch, enabled=progress and main) as advance:
                 for step, batch in enumerate(_prefetch(maker.epoch())):
                     where = f"{name} fold {fold} cycle {cycle + 1} epoch {epoch + 1} step {step + 1}"
                     for key, value in trainer.step(batch, gen, optimizer, where).items():
@@ -379,19 +412,24 @@ def train_fold(
             row = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
             row["lr"] = optimizer.param_groups[0]["lr"]
             row["epoch"] = cycle * spec.epochs_per_cycle + epoch + 1
-            if epoch == spec.epochs_per_cycle - 1:
+            if epoch == spec.epochs_per_cycle - 1 and main:
                 preds = predict_clips(model, val_clips, spec.kind, spec.activation, (0,), spec.pad_mode, inference, dev)
                 oof.append(preds)
                 row["val/lwlrap"] = lwlrap(val_truth, preds)
                 log.info("%s fold %d cycle %d: validation lwlrap %.4f", name, fold, cycle + 1, row["val/lwlrap"])
-            _log_row(live, row)
-            history.append(row)
-        snapshot = state_dir / f"snapshot_{cycle + 1}.pt"
-        _save(model.state_dict(), snapshot)
-        _save({"fingerprint": fingerprint, "cycle": cycle + 1, "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "history": history, "oof": oof}, state_dir / "resume.pt")
-        with atomic_path(out_dir / snapshot.name) as tmp:
-            shutil.copyfile(snapshot, tmp)
+            if main:
+                _log_row(live, row)
+                history.append(row)
+        if main:
+            snapshot = state_dir / f"snapshot_{cycle + 1}.pt"
+            _save(model.state_dict(), snapshot)
+            _save({"fingerprint": fingerprint, "cycle": cycle + 1, "optimizer": optimizer.state_dict(),
+                   "scheduler": scheduler.state_dict(), "history": history, "oof": oof}, state_dir / "resume.pt")
+            with atomic_path(out_dir / snapshot.name) as tmp:
+                shutil.copyfile(snapshot, tmp)
+        world.barrier()
+    if not main:
+        return TrainResult([], out_dir)
     live.end()
 
     val_fnames = np.array([data.curated.fnames[int(i)] for i in data.val_idx])

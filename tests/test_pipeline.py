@@ -1,6 +1,7 @@
 """End to end: the real DVC pipeline on a tiny generated dataset, in a temporary copy of the repository."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,29 @@ def test_tag_mixed_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_pa
     assert set(table.loc[table["error"].isna(), "file"].map(lambda f: Path(f).name)) == {"stereo 48k.wav", "demo.wav"}
     assert "corrupt.wav" in proc.stderr and "Traceback" not in proc.stderr
     assert "downmixed 2 channels" in proc.stderr
+
+
+def test_two_fold_stages_run_concurrently_end_clean(repo: Path) -> None:
+    import subprocess
+
+    from pipeline import env
+
+    _set(repo, "models.A.lr_min", 2.0e-6)
+    procs = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "-s", f"train@A-{k}"], cwd=repo, env=env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    status = run(["dvc", "status", "train@A-0", "train@A-1"], repo).stdout
+    assert "changed" not in status, status
+
+
+def test_experiment_runs_only_dependent_stages(repo: Path) -> None:
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "baseline"], repo)
+    proc = run(["dvc", "exp", "run", "-S", "models.F.lr_max=0.05"], repo)
+    ran = sorted(set(re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)))
+    assert ran == ["ensemble", "predict@F", "train@F-0", "train@F-1"]
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    assert "metrics/metrics.json" in json.dumps(shown) and "ensemble_fixed" in json.dumps(shown)
+    assert "models.F.lr_max" in run(["dvc", "params", "diff"], repo).stdout
+    assert "cv.F" in run(["dvc", "metrics", "diff"], repo).stdout
