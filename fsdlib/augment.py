@@ -214,15 +214,29 @@ def augment_logmel(
     return power, targets
 
 
-def logmel_to_input(power: torch.Tensor) -> torch.Tensor:
+def logmel_to_input(power: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Power (B, n_mels, T) → network input (B, 1, n_mels, T): dB with an 80 dB range below each
-    sample's maximum, then standardised by each sample's own mean and std (a silent sample gives 0)."""
+    sample's maximum, then standardised by each sample's own mean and std (a silent sample gives 0).
+
+    With `lengths` (B,), only each sample's first lengths[i] frames count for its statistics, and the frames
+    after them take the sample's quietest value (its silence), so padded batches convert like single clips.
+    """
     db = 10.0 * torch.log10(power.clamp(min=DB_FLOOR_POWER))
-    # Relative to the peak (standardising ignores the shift), so a constant sample is exactly 0.
-    db = (db - db.amax(dim=(1, 2), keepdim=True)).clamp(min=-DB_RANGE)
-    mean = db.mean(dim=(1, 2), keepdim=True)
-    std = db.std(dim=(1, 2), keepdim=True, unbiased=False)
-    return ((db - mean) / (std + STD_EPS))[:, None]
+    if lengths is None:
+        peak = db.amax(dim=(1, 2), keepdim=True)
+        db = torch.maximum(db, peak - DB_RANGE)
+        mean = db.mean(dim=(1, 2), keepdim=True)
+        std = db.std(dim=(1, 2), keepdim=True, unbiased=False)
+        return ((db - mean) / (std + STD_EPS))[:, None]
+    valid = (torch.arange(db.shape[2], device=db.device)[None, :] < lengths.to(db.device)[:, None])[:, None, :]
+    count = (lengths.to(db.dtype) * db.shape[1]).view(-1, 1, 1)
+    peak = db.masked_fill(~valid, -torch.inf).amax(dim=(1, 2), keepdim=True)
+    db = torch.maximum(db, peak - DB_RANGE)
+    mean = (db * valid).sum(dim=(1, 2), keepdim=True) / count
+    std = (((db - mean) * valid) ** 2).sum(dim=(1, 2), keepdim=True).div(count).sqrt()
+    x = (db - mean) / (std + STD_EPS)
+    silence = x.masked_fill(~valid, torch.inf).amin(dim=(1, 2), keepdim=True)
+    return torch.where(valid, x, silence)[:, None]
 
 
 def time_scale(wave: torch.Tensor, p: float, scale_range: tuple[float, float], gen: torch.Generator) -> torch.Tensor:

@@ -64,28 +64,22 @@ def pad_clip(clip: np.ndarray, pad: int, mode: str, fill: float) -> np.ndarray:
     return np.pad(clip, widths, mode="constant", constant_values=fill)
 
 
-def _logmel_inputs(power: np.ndarray, pad: int, pad_mode: str) -> tuple[torch.Tensor, float]:
-    """One clip's network input (n_mels, T') after padding TTA, and the value its group padding takes.
-
-    Group padding takes the clip's quietest input value: its silence floor when the clip reaches it (always
-    with a TTA pad), and 0 for a silent clip, whose standardised input is all 0.
-    """
-    floor = float(power.max(initial=0.0)) * 10.0 ** (-DB_RANGE / 10.0)
-    padded = pad_clip(power, pad, pad_mode, max(floor, DB_FLOOR_POWER))
-    x = logmel_to_input(torch.from_numpy(np.ascontiguousarray(padded.T, dtype=np.float32))[None])[0, 0]
-    return x, float(x.min())
-
-
 def _batch(clips: list[np.ndarray], idx: np.ndarray, kind: Kind, pad: int, pad_mode: str) -> torch.Tensor:
-    """Stack the clips of one group, each padded for TTA, then to the group's longest with silence."""
+    """Stack the clips of one group, each padded for TTA, then to the group's longest with silence.
+
+    Log-mel TTA pads sit at each clip's silence floor (max power × 1e-8, i.e. max dB − 80) before the
+    conversion; the group padding after them takes each clip's quietest input value (0 for a silent clip).
+    """
     if kind == "logmel":
-        items = [_logmel_inputs(clips[i], pad, pad_mode) for i in idx]
-        longest = max(x.shape[1] for x, _ in items)
-        out = torch.empty((len(items), 1, items[0][0].shape[0], longest))
-        for row, (x, silence) in enumerate(items):
-            out[row, 0, :, : x.shape[1]] = x
-            out[row, 0, :, x.shape[1] :] = silence
-        return out
+        padded = []
+        for i in idx:
+            floor = float(clips[i].max(initial=0.0)) * 10.0 ** (-DB_RANGE / 10.0)
+            padded.append(pad_clip(clips[i], pad, pad_mode, max(floor, DB_FLOOR_POWER)))
+        lengths = torch.tensor([len(p) for p in padded])
+        power = torch.zeros((len(padded), padded[0].shape[1], int(lengths.max())))
+        for row, p in enumerate(padded):
+            power[row, :, : len(p)] = torch.from_numpy(np.ascontiguousarray(p.T, dtype=np.float32))
+        return logmel_to_input(power, lengths)
     waves = [pad_clip(clips[i].astype(np.float32) / 32768.0, pad, pad_mode, 0.0) for i in idx]
     longest = max(len(w) for w in waves)
     out = torch.zeros((len(waves), longest))
