@@ -122,12 +122,12 @@ def test_two_fold_stages_run_concurrently_end_clean(repo: Path) -> None:
 
     from pipeline import env
 
-    _set(repo, "models.A.lr_min", 2.0e-6)
-    procs = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "-s", f"train@A-{k}"], cwd=repo, env=env(),
+    _set(repo, "models.F.lr_min", 2.0e-6)
+    procs = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "-s", f"train@F-{k}"], cwd=repo, env=env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
-    status = run(["dvc", "status", "train@A-0", "train@A-1"], repo).stdout
+    status = run(["dvc", "status", "train@F-0", "train@F-1"], repo).stdout
     assert "changed" not in status, status
 
 
