@@ -225,9 +225,9 @@ def logmel_to_input(power: torch.Tensor, lengths: torch.Tensor | None = None) ->
     if lengths is None:
         peak = db.amax(dim=(1, 2), keepdim=True)
         db = torch.maximum(db, peak - DB_RANGE)
-        mean = db.mean(dim=(1, 2), keepdim=True)
-        std = db.std(dim=(1, 2), keepdim=True, unbiased=False)
-        return ((db - mean) / (std + STD_EPS))[:, None]
+        centred = db - db.mean(dim=(1, 2), keepdim=True)
+        std = centred.square().mean(dim=(1, 2), keepdim=True).sqrt()  # several times faster than Tensor.std on CPU
+        return (centred / (std + STD_EPS))[:, None]
     valid = (torch.arange(db.shape[2], device=db.device)[None, :] < lengths.to(db.device)[:, None])[:, None, :]
     count = (lengths.to(db.dtype) * db.shape[1]).view(-1, 1, 1)
     peak = db.masked_fill(~valid, -torch.inf).amax(dim=(1, 2), keepdim=True)

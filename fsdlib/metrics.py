@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import numpy as np
 
-_CHUNK = 2048
-
 
 def _pair_precisions(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """(n, C) array: precision at each true label's rank; 0 where the label is not true."""
+    """(n, C) array: precision at each true label's rank; 0 where the label is not true.
+
+    Only the (clip, true label) pairs are ranked: each is compared with its clip's scores.
+    """
+    rows, labels = np.nonzero(truth)
+    pair_scores = scores[rows, labels][:, None]
+    at_or_above = scores[rows] >= pair_scores  # (pairs, C): labels ranked at or above the pair's label
+    rank = at_or_above.sum(axis=1)
+    hits = (at_or_above & truth[rows]).sum(axis=1)
     out = np.zeros(truth.shape, dtype=np.float64)
-    for start in range(0, len(truth), _CHUNK):
-        s = scores[start : start + _CHUNK]
-        t = truth[start : start + _CHUNK]
-        at_or_above = s[:, None, :] >= s[:, :, None]  # [i, j, k]: label k ranks at or above label j
-        rank = at_or_above.sum(axis=2)
-        hits = (at_or_above & t[:, None, :]).sum(axis=2)
-        out[start : start + _CHUNK] = np.where(t, hits / rank, 0.0)
+    out[rows, labels] = hits / rank
     return out
 
 
