@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import sys
@@ -50,12 +51,27 @@ def build(cls: type, values: dict[str, Any], key: str, path: Path = PARAMS) -> A
         raise FsdError(f"bad keys in params section {key!r}: {exc}", path) from None
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed blocks up to 1 GiB instead of unmapping every one over 32 MB.
+
+    Large activations are then not page-faulted in afresh on every forward pass: EnvNet inference runs
+    1.3-1.9x faster on the CPU (benchmarks/README.md). A no-op where glibc is absent.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def stage(fn: F) -> F:
     """Wrap a stage: log to stderr, and on FsdError print one line and exit 1 instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+        keep_freed_memory()
         try:
             return fn(*args, **kwargs)
         except FsdError as exc:

@@ -1,0 +1,146 @@
+"""Full-length inference with length grouping vs one clip per batch (SPEC §8), on test-set-like clips.
+
+Grouped: `predict_clips` with the default `InferenceConfig` (clips sorted by length, batched within a length
+tolerance, each padded to its group's longest with silence). One clip per batch: the authors' validation loop,
+the model called on each clip alone. Same random-initialised model (eval mode), same clips; prints the time of
+each, the speed-up, where the time goes (input preparation vs the network) and the largest difference between
+the two predictions (group padding is extra silence the network sees, so they need not be equal).
+Target: a speed-up of at least 4x for the demo models.
+
+    .venv/bin/python benchmarks/bench_inference.py [--clips 200] [--wave-clips 200] [--pads 8 32] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from common import (
+    DEMO_ENVNET,
+    DEMO_RESNET,
+    N_CLASSES,
+    N_MELS,
+    durations,
+    header,
+    keep_freed_memory,
+    logmel_clips,
+    table,
+    wave_clips,
+)
+
+from fsdlib.inference import InferenceConfig, length_groups, predict_clips
+from fsdlib.models import TaggingModel
+from fsdlib.train import ModelSpec
+
+TARGET = 4.0
+
+
+class TimedModel:
+    """Stands in for the model inside `predict_clips` and adds up the time spent in the network."""
+
+    def __init__(self, model: TaggingModel) -> None:
+        self.model, self.seconds = model, 0.0
+
+    def eval(self) -> TimedModel:
+        self.model.eval()
+        return self
+
+    def predict(self, x: torch.Tensor, activation: str) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self.model.predict(x, activation)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def run(model: TaggingModel, clips: Sequence[np.ndarray], kind: str, pads: tuple[int, ...], cfg: InferenceConfig,
+        one_clip: bool) -> tuple[np.ndarray, float, float]:
+    """Predictions, total seconds and seconds inside the network, grouped or one clip at a time."""
+    timed_model = TimedModel(model)
+    start = time.perf_counter()
+    if one_clip:
+        preds = np.concatenate([predict_clips(timed_model, [c], kind, "sigmoid", pads) for c in clips])
+    else:
+        preds = predict_clips(timed_model, clips, kind, "sigmoid", pads, cfg=cfg)
+    return preds, time.perf_counter() - start, timed_model.seconds
+
+
+def padding_overhead(clips: Sequence[np.ndarray], kind: str, pads: tuple[int, ...],
+                     cfg: InferenceConfig) -> tuple[int, float, float]:
+    """Number of groups, mean group size and the share of extra (padded) elements the grouped path computes."""
+    lengths = np.array([len(c) + 2 * max(pads) for c in clips])
+    groups = length_groups(lengths.tolist(), cfg, N_MELS if kind == "logmel" else 1)
+    padded = sum(len(g) * lengths[g].max() for g in groups)
+    return len(groups), len(clips) / len(groups), padded / lengths.sum() - 1.0
+
+
+def compare(name: str, spec: ModelSpec, clips: list[np.ndarray], pads: tuple[int, ...],
+            cfg: InferenceConfig) -> list[object]:
+    torch.manual_seed(0)
+    model = spec.build(N_CLASSES).eval()
+    warm = sorted(clips, key=len)[:: max(1, len(clips) // 6)]  # a few lengths, so both paths start warm
+    run(model, warm, spec.kind, pads, cfg, one_clip=False)
+    run(model, warm, spec.kind, pads, cfg, one_clip=True)
+    grouped, t_grouped, net_grouped = run(model, clips, spec.kind, pads, cfg, one_clip=False)
+    alone, t_alone, net_alone = run(model, clips, spec.kind, pads, cfg, one_clip=True)
+    n_groups, per_group, overhead = padding_overhead(clips, spec.kind, pads, cfg)
+    diff = np.abs(grouped - alone)
+    print(f"  {name}: grouped {t_grouped:.1f} s (network {net_grouped:.1f} s), one clip per batch {t_alone:.1f} s "
+          f"(network {net_alone:.1f} s): {t_alone / t_grouped:.1f}x; |difference| max {diff.max():.2g}, "
+          f"mean {diff.mean():.2g}", flush=True)
+    return [name, len(clips), n_groups, per_group, f"{overhead:.0%}", t_grouped, t_grouped - net_grouped,
+            t_alone, t_alone - net_alone, f"{t_alone / t_grouped:.1f}x", f"{net_alone / net_grouped:.1f}x",
+            f"{diff.max():.2g}", f"{diff.mean():.2g}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=200, help="log-mel clips (demo ResNet)")
+    parser.add_argument("--wave-clips", type=int, default=200, help="waveform clips (demo EnvNet); 0 skips it")
+    parser.add_argument("--min-seconds", type=float, default=0.3)
+    parser.add_argument("--max-seconds", type=float, default=30.0)
+    parser.add_argument("--pads", type=int, nargs="*", default=[0], help="log-mel padding TTA pads (frames)")
+    parser.add_argument("--wave-pads", type=int, nargs="*", default=[0], help="waveform padding TTA pads (samples)")
+    defaults = InferenceConfig()
+    parser.add_argument("--tolerance", type=float, default=defaults.tolerance, help="InferenceConfig.tolerance")
+    parser.add_argument("--max-batch", type=int, default=defaults.max_batch, help="InferenceConfig.max_batch")
+    parser.add_argument("--max-elements", type=int, default=defaults.max_elements,
+                        help="InferenceConfig.max_elements (log-mel: frames x 128 mels; waveform: samples)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="raise glibc's mmap/trim thresholds first (see common.keep_freed_memory)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.keep_freed_memory and not keep_freed_memory():
+        raise SystemExit("--keep-freed-memory needs glibc")
+    note = " [glibc keeps freed memory]" if args.keep_freed_memory else ""
+    cfg = InferenceConfig(args.tolerance, args.max_batch, args.max_elements)
+    print(header(f"bench_inference: full-length prediction, length grouping vs one clip per batch{note}"))
+    print(f"clips: durations log-uniform in [{args.min_seconds}, {args.max_seconds}] s; pads {args.pads} frames, "
+          f"{args.wave_pads} samples; {cfg}\n")
+
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    if args.clips > 0:
+        seconds = durations(args.clips, args.min_seconds, args.max_seconds, rng)
+        rows.append(compare("demo ResNet (A)", DEMO_RESNET, logmel_clips(seconds, rng), tuple(args.pads) or (0,),
+                            cfg))
+    if args.wave_clips > 0:
+        seconds = durations(args.wave_clips, args.min_seconds, args.max_seconds, rng)
+        rows.append(compare("demo EnvNet (D)", DEMO_ENVNET, wave_clips(seconds, rng),
+                            tuple(args.wave_pads) or (0,), cfg))
+
+    print()
+    print(table(["model", "clips", "groups", "clips/group", "padding", "grouped s", "of which prep s",
+                 "one-clip s", "of which prep s", "speed-up", "network only", "max |diff|",
+                 "mean |diff|"], rows))
+    print(f"\ntarget: grouped at least {TARGET:.0f}x faster than one clip per batch. 'prep' is everything outside "
+          "the network (padding, dB, standardisation, stacking).")
+
+
+if __name__ == "__main__":
+    main()
