@@ -99,22 +99,26 @@ def test_tag_demo_test_clip(repo: Path) -> None:
     assert classes == 4
 
 
-def test_tag_mixed_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_path: Path) -> None:
-    import soundfile as sf
+def test_tag_hostile_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_path: Path) -> None:
+    from test_hostile import ACCEPTED, _accepted, _refused
 
     folder = tmp_path / "to tag"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    sf.write(str(folder / "stereo 48k.wav"), 0.1 * rng.standard_normal((48000, 2)), 48000, subtype="PCM_16")
-    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    accepted = _accepted(folder)
+    refused = _refused(folder / "broken")
     test_clip = next((repo / "data/demo/test").glob("*.wav"))
     (folder / "demo.wav").write_bytes(test_clip.read_bytes())
-    proc = run(["fsd", "tag", str(folder), "--format", "csv"], repo, check=False)
+    proc = run(["fsd", "tag", str(folder), "--format", "json"], repo, check=False)
     assert proc.returncode == 2, proc.stderr
-    table = pd.read_csv(pd.io.common.StringIO(proc.stdout))
-    assert set(table.loc[table["error"].isna(), "file"].map(lambda f: Path(f).name)) == {"stereo 48k.wav", "demo.wav"}
-    assert "corrupt.wav" in proc.stderr and "Traceback" not in proc.stderr
-    assert "downmixed 2 channels" in proc.stderr
+    rows = {Path(r["file"]).name: r for r in json.loads(proc.stdout)}
+    assert set(rows) == {*accepted, *refused, "demo.wav"}
+    for name in [*accepted, "demo.wav"]:
+        scores = [lab["score"] for lab in rows[name]["labels"]]
+        assert len(scores) == 3 and all(0 <= v <= 1 for v in scores), name
+    for name, (_, words) in refused.items():
+        assert words in rows[name]["error"], (name, rows[name])
+        assert f"{name}: " in proc.stderr
+    assert "Traceback" not in proc.stderr and "downmixed 6 channels" in proc.stderr
+    assert len(ACCEPTED) + 1 == len(accepted)
 
 
 def test_two_fold_stages_run_concurrently_end_clean(repo: Path) -> None:
