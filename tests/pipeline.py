@@ -28,6 +28,8 @@ def tiny_params() -> dict:
     params["folds"].update(n_folds=2, ids=[0, 1])
     for spec in params["models"].values():
         spec.update(TINY_RESNET if spec["family"] == "resnet" else TINY_ENVNET)
+        if spec.get("crops"):
+            spec["crops"] = [16, 32]
     return params
 
 

@@ -48,7 +48,8 @@ def test_paper_networks_are_full_size() -> None:
 
 
 def test_paper_ensemble_features_and_folds() -> None:
-    assert PAPER["ensemble"]["weights"] == {"A": 3, "B": 4, "C": 3, "D": 1, "E": 1, "F": 1, "B_leak_free": 0}
+    assert PAPER["ensemble"]["weights"] == {"A": 3, "B": 4, "C": 3, "D": 1, "E": 1, "F": 1, "B_leak_free": 0,
+                                            "A_crops": 0}
     assert PAPER["folds"]["n_folds"] == 5 and PAPER["folds"]["ids"] == [0, 1, 2, 3, 4]
     assert PAPER["features"] == {"sample_rate": 44100, "n_mels": 128, "n_fft": 2560, "hop_length": 347,
                                  "fmin": 20.0, "fmax": 22050.0, "batch_seconds": 60.0}

@@ -28,7 +28,7 @@ def test_pipeline_outputs(repo: Path) -> None:
         assert (repo / f"data/features/{subset}.wave.arrow").is_file()
     folds = pd.read_parquet(repo / "data/folds.parquet")
     assert set(folds["subset"]) == {"curated", "noisy"} and set(folds["fold"]) == {0, 1}
-    for model in ("A", "B", "B_leak_free", "C", "pre", "D", "E", "F"):
+    for model in ("A", "A_crops", "B", "B_leak_free", "C", "pre", "D", "E", "F"):
         for fold in (0, 1):
             out = repo / f"data/models/{model}/fold{fold}"
             assert (out / "snapshot_1.pt").is_file() and (out / "oof.npz").is_file()
