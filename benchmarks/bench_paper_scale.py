@@ -163,8 +163,6 @@ def measure_steps(name: str, spec: ModelSpec, data: FoldData, device: torch.devi
         spec = replace(spec, batch=max(1, max_samples // parts(spec)))
     torch.manual_seed(0)
     model = spec.build(N_CLASSES).to(device)
-    if device.type == "cuda" and spec.family == "resnet":
-        model = model.to(memory_format=torch.channels_last)
     model.train()
     optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay)
     trainer = Trainer(spec, model, device, name)

@@ -1,4 +1,4 @@
-"""Device choice and the GPU-only speedups (bf16 autocast, channels-last), as no-ops on the CPU."""
+"""Device choice and the GPU-only speedups (bf16 autocast, pinned copies), as no-ops on the CPU."""
 
 from __future__ import annotations
 

@@ -162,13 +162,21 @@ def test_pad_clip_rejects_unknown_mode() -> None:
 
 
 class _Recorder(nn.Module):
-    """A backbone that keeps the inputs it is given and returns one feature per sample."""
+    """A backbone that keeps the inputs it is given and returns one feature per sample.
+
+    Its list of inputs is shared with its copies, so it also records through predict_clips' inference copy.
+    """
 
     out_features = 1
 
     def __init__(self) -> None:
         super().__init__()
         self.inputs: list[torch.Tensor] = []
+
+    def __deepcopy__(self, memo: dict) -> _Recorder:
+        twin = _Recorder()
+        twin.inputs = self.inputs
+        return twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.inputs.append(x.clone())

@@ -59,6 +59,12 @@ class TaggingModel(nn.Module):
         """Logits of the curated and the noisy head (None without multitask)."""
         return self.heads(self.backbone(x))
 
+    def for_inference(self) -> TaggingModel:
+        """An eval-mode copy for prediction: batch norms folded into their convolutions, channels-last memory."""
+        from fsdlib.models.fusion import inference_copy
+
+        return inference_copy(self)
+
     def predict(self, x: torch.Tensor, activation: Activation = "sigmoid") -> torch.Tensor:
         """Class probabilities from the curated head: predictions never come from the noisy head.
 
