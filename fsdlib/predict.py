@@ -51,9 +51,23 @@ def predict_snapshots(
     device: str = "auto",
 ) -> np.ndarray:
     """Mean over snapshots of the padding-TTA prediction of every clip: (n_clips, n_classes)."""
-    total = None
+    return predict_snapshot_sets(spec, n_classes, paths, [clips], pads, cfg, device)[0]
+
+
+def predict_snapshot_sets(
+    spec: ModelSpec,
+    n_classes: int,
+    paths: Sequence[Path],
+    clip_sets: Sequence[Sequence[np.ndarray]],
+    pads: Sequence[int] = (),
+    cfg: InferenceConfig = InferenceConfig(),
+    device: str = "auto",
+) -> list[np.ndarray]:
+    """`predict_snapshots` for several clip sets, each snapshot loaded once; every set is grouped on its own."""
+    totals: list[np.ndarray | None] = [None] * len(clip_sets)
     for path in paths:
         model = load_snapshot(spec, n_classes, path, device)
-        p = predict_clips(model, clips, spec.kind, spec.activation, pads, spec.pad_mode, cfg, device).astype(np.float64)
-        total = p if total is None else total + p
-    return (total / len(paths)).astype(np.float32)
+        for i, clips in enumerate(clip_sets):
+            p = predict_clips(model, clips, spec.kind, spec.activation, pads, spec.pad_mode, cfg, device)
+            totals[i] = p.astype(np.float64) if totals[i] is None else totals[i] + p
+    return [(total / len(paths)).astype(np.float32) for total in totals]

@@ -9,7 +9,7 @@ import typer
 from fsdlib.atomic import atomic_path
 from fsdlib.dataset import read_label_table
 from fsdlib.inference import InferenceConfig
-from fsdlib.predict import predict_snapshots, snapshot_paths
+from fsdlib.predict import predict_snapshot_sets, snapshot_paths
 from stages.common import PARAMS, build, load_params, section, stage
 from stages.train import FEATURES, FOLDS, MODELS, fold_assignment, model_spec, open_subset
 
@@ -42,9 +42,9 @@ def predict(
         paths = snapshot_paths(MODELS / model / f"fold{k}", spec.snapshot_cycles)
         held_out = np.flatnonzero(assignment == k)
         print(f"{model} fold {k}: {len(paths)} snapshots × pads {list(spec.tta_pads) or [0]}")
-        oof[held_out] = predict_snapshots(spec, len(classes), paths, [curated[int(i)] for i in held_out],
-                                          spec.tta_pads, cfg, device)
-        test_sum += predict_snapshots(spec, len(classes), paths, test_clips, spec.tta_pads, cfg, device)
+        oof[held_out], test_fold = predict_snapshot_sets(
+            spec, len(classes), paths, [[curated[int(i)] for i in held_out], test_clips], spec.tta_pads, cfg, device)
+        test_sum += test_fold
     with atomic_path(PREDICTIONS / f"{model}.npz") as tmp, tmp.open("wb") as f:
         np.savez(f, test_fnames=np.array(test.fnames), test=(test_sum / len(folds)).astype(np.float32),
                  curated_fnames=np.array(curated.fnames), oof=oof, classes=np.array(classes))
