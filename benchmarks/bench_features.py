@@ -6,8 +6,7 @@ Generates WAV clips of FSDKaggle2019-like lengths (0.5-30 s, mean about S) in a 
 DIR, then reports audio seconds per wall second, end to end including reading the files:
   librosa f64   soundfile.read (float64, its default) + librosa.feature.melspectrogram, file by file
   librosa f32   the same with float32 samples (what librosa.load gives)
-  ours          load_wav + LogMelExtractor (float64 FFT, the default), in batches of 60 s of audio
-  ours f32      the same with float32=True (float32 FFT + float64 repair of the frames that need it)
+  ours          load_wav + LogMelExtractor (float64 FFT), in batches of 60 s of audio
   ours + store  build_feature_store: the same, writing both Arrow stores
 """
 
@@ -54,10 +53,9 @@ def librosa_per_file(paths: list[Path], cfg: LogMelConfig, dtype: str) -> None:
                                        fmax=cfg.fmax, n_mels=cfg.n_mels)
 
 
-def ours_extract(paths: list[Path], cfg: LogMelConfig, batch_seconds: float = 60.0,
-                 float32: bool = False) -> LogMelExtractor:
-    """load_wav and the batched extractor, without writing; returns it (frame and repair counts of the last batch)."""
-    extractor = LogMelExtractor(cfg, float32=float32)
+def ours_extract(paths: list[Path], cfg: LogMelConfig, batch_seconds: float = 60.0) -> None:
+    """load_wav and the batched extractor, without writing."""
+    extractor = LogMelExtractor(cfg)
     batch: list[np.ndarray] = []
     for path in paths:
         batch.append(load_wav(path))
@@ -66,7 +64,6 @@ def ours_extract(paths: list[Path], cfg: LogMelConfig, batch_seconds: float = 60
             batch = []
     if batch:
         extractor(batch)
-    return extractor
 
 
 def measure(runs: dict[str, object], repeats: int) -> dict[str, tuple[float, float]]:
@@ -100,19 +97,17 @@ def main() -> None:
               f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         librosa_per_file(paths[:2], cfg, "float32")  # warm-ups: imports, caches, JIT
         ours_extract(paths[:2], cfg)
-        ours_extract(paths[:2], cfg, float32=True)
         items = [(p.name, p) for p in paths]
         times = measure({
             "librosa f64": lambda: librosa_per_file(paths, cfg, "float64"),
             "librosa f32": lambda: librosa_per_file(paths, cfg, "float32"),
             "ours": lambda: ours_extract(paths, cfg),
-            "ours f32": lambda: ours_extract(paths, cfg, float32=True),
             "ours + store": lambda: build_feature_store(items, folder / "out" / "bench", cfg, progress=False),
         }, args.repeats)
         rates = {name: seconds / wall for name, (wall, _) in times.items()}
         for name, (_, cpu) in times.items():
             print(f"{name:>13}: {rates[name]:6.0f} audio-s per wall-s  ({seconds / cpu:5.0f} per CPU-s)")
-        for ours in ("ours", "ours f32", "ours + store"):
+        for ours in ("ours", "ours + store"):
             print(f"{ours:>13}: {rates[ours] / rates['librosa f64']:5.1f}x librosa f64, "
                   f"{rates[ours] / rates['librosa f32']:5.1f}x librosa f32")
         print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on the 2 cores skew all numbers)")

@@ -1,4 +1,4 @@
-"""Full-length inference: our path against the authors' one-clip-per-batch loop (SPEC §8), on test-like clips.
+"""Full-length inference: our path against the authors' one-clip-per-batch loop (docs/method.md §8), on test-like clips.
 
 Ours: `predict_clips` with the default `InferenceConfig` (clips sorted by length, batched within a length
 tolerance, each padded to its group's longest with silence) on its inference copy of the network (batch norms
@@ -35,7 +35,7 @@ from common import (
 
 from fsdlib.inference import InferenceConfig, length_groups, predict_clips
 from fsdlib.models import TaggingModel
-from fsdlib.train import ModelSpec
+from fsdlib.spec import ModelSpec
 
 TARGET = 4.0
 

@@ -1,4 +1,4 @@
-"""Loader and training-step throughput on this machine (SPEC §3, §5).
+"""Loader and training-step throughput on this machine (docs/method.md §3, §5).
 
 Measures, in samples per second (a step draws `batch` curated and `batch` noisy clips, so 2 × batch samples):
 
@@ -42,8 +42,10 @@ from common import (
 )
 
 from fsdlib.augment import augment_logmel, freq_mask, logmel_to_input, mixup, random_gain, random_gain_db, time_scale
+from fsdlib.batches import Batch, BatchMaker, FoldData, prefetch
 from fsdlib.schedule import build_optimizer
-from fsdlib.train import BatchMaker, FoldData, ModelSpec, Trainer, _prefetch
+from fsdlib.spec import ModelSpec
+from fsdlib.train import Trainer
 
 LOGMEL_TARGET = 2_000  # samples/s at crop 512, batch 64
 
@@ -56,7 +58,7 @@ def fold_data(kind: str, n: int, tmp: Path, rng: np.random.Generator) -> FoldDat
     return FoldData(curated, multi_hot(n, rng), np.arange(n), np.arange(0), noisy, multi_hot(n, rng))
 
 
-def endless(spec: ModelSpec, data: FoldData, seed: int = 0) -> Iterator[dict[str, Any]]:
+def endless(spec: ModelSpec, data: FoldData, seed: int = 0) -> Iterator[Batch]:
     """Batches of `BatchMaker`, epoch after epoch."""
     maker = BatchMaker(spec, data, max(1, len(data.train_idx) // spec.batch), seed)
     while True:
@@ -76,7 +78,7 @@ class Bench:
     @property
     def trainer(self) -> Trainer:
         if self._trainer is None:
-            self._trainer = Trainer(self.spec, self.spec.build(N_CLASSES), torch.device("cpu"), "bench")
+            self._trainer = Trainer(self.spec, self.spec.build(N_CLASSES), torch.device("cpu"))
         return self._trainer
 
     def rate(self, fn: Any, repeats: int | None = None, warmup: int = 2) -> float:
@@ -85,10 +87,10 @@ class Bench:
     def crop(self) -> float:
         return self.rate(lambda: next(self.batches))
 
-    def _augmented(self, batch: dict[str, Any]) -> None:
-        # Exactly what Trainer.step does to a batch before the forward pass (Trainer._inputs).
-        self.trainer._inputs(batch["x"], batch["valid"], batch["y"], self.gen)
-        self.trainer._inputs(batch["nx"], batch["nvalid"], batch["ny"], self.gen)
+    def _augmented(self, batch: Batch) -> None:
+        # Exactly what Trainer.step does to a batch before the forward pass (Trainer.prepare).
+        self.trainer.prepare(batch.curated, self.gen)
+        self.trainer.prepare(batch.noisy, self.gen)
 
     def loader(self) -> float:
         return self.rate(lambda: self._augmented(next(self.batches)))
@@ -108,7 +110,7 @@ class Bench:
         """Steps as train_fold runs them: the loader in the prefetch thread, one warm-up step first."""
         model = self.trainer.model.train()
         optimizer = build_optimizer(self.spec.optimizer, model.parameters(), self.spec.lr_max)
-        batches = _prefetch(b for _, b in zip(range(steps + 1), self.batches, strict=False))
+        batches = prefetch(b for _, b in zip(range(steps + 1), self.batches, strict=False))
         self.trainer.step(next(batches), self.gen, optimizer, "bench")
         start = time.perf_counter()
         for batch in batches:
@@ -120,16 +122,16 @@ def breakdown(bench: Bench) -> list[list[object]]:
     """Milliseconds per step (curated + noisy halves) of each part of the loader, one batch timed repeatedly."""
     batch = next(bench.batches)
     aug, gen = bench.trainer.augment, bench.gen
-    x = [torch.from_numpy(batch["x"]), torch.from_numpy(batch["nx"])]
-    y = [torch.from_numpy(batch["y"]), torch.from_numpy(batch["ny"])]
+    x = [torch.from_numpy(batch.curated.x), torch.from_numpy(batch.noisy.x)]
+    y = [torch.from_numpy(batch.curated.y), torch.from_numpy(batch.noisy.y)]
 
     def each(fn: Any) -> Any:
         return lambda: [fn(half, targets) for half, targets in zip(x, y, strict=True)]
 
     parts: dict[str, Any] = {"crop (BatchMaker, numpy)": lambda: next(bench.batches)}
     if bench.spec.family == "resnet":
-        x = [half.transpose(1, 2) for half in x]  # (B, n_mels, T), as Trainer._inputs hands it on
-        valid = torch.from_numpy(batch["valid"])
+        x = [half.transpose(1, 2) for half in x]  # (B, n_mels, T), as Trainer.prepare hands it on
+        valid = torch.from_numpy(batch.curated.valid)
         parts.update({
             "augment_logmel: mixup": each(lambda p, t: mixup(p, t, aug.p, aug.mixup_alpha, gen)),
             "augment_logmel: gain": each(lambda p, t: random_gain(p, aug.p, *aug.gain_range, gen)),
@@ -143,7 +145,7 @@ def breakdown(bench: Bench) -> list[list[object]]:
             "augment_wave: time scale": each(lambda w, t: time_scale(w, aug.p, aug.scale_range, gen)),
             "augment_wave: gain": each(lambda w, t: random_gain_db(w, aug.p, aug.gain_db, gen)),
         })
-    parts["all but the crop, as Trainer._inputs"] = lambda: bench._augmented(batch)
+    parts["all but the crop, as Trainer.prepare"] = lambda: bench._augmented(batch)
     return [[name, 1e3 * timed(fn, 2, bench.repeats)] for name, fn in parts.items()]
 
 

@@ -1,6 +1,6 @@
 """Paper-scale time on this device: measure real training steps and inference of every paper model, then project.
 
-For each model of params/paper.yaml (A, B, B_leak_free, C, pre, D, E, F; SPEC sections 5, 7, 8) at its paper size:
+For each model of params/paper.yaml (A, B, B_leak_free, C, pre, D, E, F; docs/method.md §5, §7, §8) at its paper size:
 
 - training: a few real `Trainer.step` calls after warm-up, with the model's batch, crop, noisy batch (multitask) and
   soft-pseudo-label batch (spl), drawn by `BatchMaker` from small temporary stores of random log-mels / waveforms
@@ -8,7 +8,7 @@ For each model of params/paper.yaml (A, B, B_leak_free, C, pre, D, E, F; SPEC se
 - inference: `predict_clips` at full length on test-like clips (0.3-30 s, log-uniform, mean about 6.5 s) with the
   model's padding-TTA pads, as clip-seconds of audio per second per pad pass.
 
-Then it projects the full pipeline (SPEC section 7, dvc.yaml) on this device:
+Then it projects the full pipeline (docs/method.md §7, dvc.yaml) on this device:
 
 - training = cycles x epochs_per_cycle x steps_per_epoch x step time x 5 folds, steps_per_epoch = (4/5 x 4,970) // batch;
 - validation inside training = the held-out curated clips at the end of every cycle (4,970 clips per cycle over
@@ -48,18 +48,19 @@ import numpy as np
 import torch
 from common import N_CLASSES, durations, header, keep_freed_memory, logmel_clips, multi_hot, table, wave_clips, write_store
 
+from fsdlib.batches import Batch, BatchMaker, FoldData
 from fsdlib.device import resolve_device
 from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.schedule import build_optimizer
-from fsdlib.train import BatchMaker, FoldData, ModelSpec, Trainer
-from stages.common import build, load_params, section
-from stages.train import model_spec
+from fsdlib.spec import ModelSpec
+from fsdlib.train import Trainer
+from stages.common import build, load_params, model_spec, section
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_MAX_SAMPLES = 16
 PAPER_MODELS = ("A", "B", "B_leak_free", "C", "pre", "D", "E", "F")
 
-# FSDKaggle2019 (SPEC section 1): clip counts, and mean clip durations in seconds. Curated: 10.5 h over 4,970 clips;
+# FSDKaggle2019 (docs/method.md §1): clip counts, and mean clip durations in seconds. Curated: 10.5 h over 4,970 clips;
 # noisy: 80 h over 19,815 clips (mostly 15 s); test: 0.3-30 s, mean about 7 s.
 N_CURATED, N_NOISY, N_TEST, N_FOLDS = 4_970, 19_815, 4_481, 5
 MEAN_SECONDS = {"curated": 10.5 * 3600 / N_CURATED, "noisy": 80 * 3600 / N_NOISY, "test": 7.0}
@@ -136,7 +137,7 @@ def temporary_data(kind: str, n: int, tmp: Path, rng: np.random.Generator) -> Fo
                     spl_targets=soft, spl_noisy_idx=np.arange(n))
 
 
-def endless(spec: ModelSpec, data: FoldData) -> Iterator[dict[str, Any]]:
+def endless(spec: ModelSpec, data: FoldData) -> Iterator[Batch]:
     """`BatchMaker` batches epoch after epoch (with SPL batches only when the model has `spl`)."""
     if not spec.spl:
         data = FoldData(data.curated, data.curated_targets, data.train_idx, data.val_idx, data.noisy,
@@ -165,7 +166,7 @@ def measure_steps(name: str, spec: ModelSpec, data: FoldData, device: torch.devi
     model = spec.build(N_CLASSES).to(device)
     model.train()
     optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay)
-    trainer = Trainer(spec, model, device, name)
+    trainer = Trainer(spec, model, device)
     gen = torch.Generator().manual_seed(0)
     batches = endless(spec, data)
     step_s, load_s, samples = [], [], 0
@@ -176,7 +177,7 @@ def measure_steps(name: str, spec: ModelSpec, data: FoldData, device: torch.devi
         trainer.step(batch, gen, optimizer, f"{name} bench step {i + 1}")
         sync(device)
         done = time.perf_counter()
-        samples = sum(len(batch[k]) for k in ("x", "nx", "sx") if k in batch)
+        samples = sum(len(part.x) for part in batch.parts().values())
         if i >= warmup:
             step_s.append(done - loaded)
             load_s.append(loaded - start)
@@ -261,9 +262,7 @@ def main() -> None:
     unknown = [m for m in args.models if m not in section(params, "models", args.params)]
     if unknown:
         parser.error(f"unknown model(s) {unknown} in {args.params}")
-    specs = {m: model_spec(params, m, args.params) for m in args.models}
-    for m, spec in specs.items():
-        spec.validate(m)
+    specs = {m: model_spec(params, m, args.params) for m in args.models}  # each checked as it is built
     cfg = build(InferenceConfig, section(params, "inference", args.params), "inference", args.params)
     predicted = set(section(params, "ensemble", args.params).get("weights", {}))
     teacher = params.get("spl", {}).get("teacher")

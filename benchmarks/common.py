@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore, StoreWriter
-from fsdlib.train import ModelSpec
 
 N_CLASSES = 80
 N_MELS = 128
 SAMPLE_RATE = 44_100
 FRAMES_PER_SECOND = SAMPLE_RATE / 347  # hop 347: about 127 frames per second
 
-# models.A of params.yaml (the demo ResNet) and the paper's ResNet34 (SPEC §4, §7: crop 512, batch 64).
+# models.A of params.yaml (the demo ResNet) and the paper's ResNet34 (docs/method.md §4, §7: crop 512, batch 64).
 DEMO_RESNET = ModelSpec(
     family="resnet", crop=128, batch=32,
     arch={"layers": [1, 1, 1, 1], "widths": [16, 32, 64, 128], "hidden": 128},

@@ -1,4 +1,5 @@
-"""Training crops and augmentations (SPEC §3): slicing on the loader side, batched torch ops on the batch.
+"""Training crops and augmentations (docs/method.md §3, §11): slicing on the loader side, batched torch ops on
+the batch.
 
 Every random draw in the batched functions comes from the `torch.Generator` passed in, so a seeded
 generator reproduces a batch exactly. Each augmentation is applied to each sample with probability p.
@@ -16,9 +17,17 @@ import torch
 from fsdlib.errors import FsdError
 
 PadMode = Literal["zero", "loop"]
+WaveOrder = Literal["crop_first", "authors"]
+MixupMode = Literal["linear", "bc"]
 DB_FLOOR_POWER = 1e-10
 DB_RANGE = 80.0
 STD_EPS = 1e-7
+# BC learning's clip gain (Tokozume et al.; the authors' utils.compute_gain at 44.1 kHz): the mean power of
+# 4096-sample windows every 2048 samples of the [-1, 1) waveform, in dB, floored at -80 dB, maximised over windows.
+# (The authors apply it to int16 values, which moves the floor 90 dB lower: only near-silent clips differ.)
+BC_WINDOW = 4096
+BC_HOP = 2048
+BC_MIN_DB = -80.0
 
 
 @dataclass(frozen=True)
@@ -38,9 +47,14 @@ class LogMelAugmentConfig:
 
 @dataclass(frozen=True)
 class WaveAugmentConfig:
-    """Switches and ranges of the waveform augmentations (applied: mixup, time scale, gain).
+    """Switches and ranges of the waveform augmentations (mixup, time scale, gain).
 
     The time-scale factor is log-uniform in scale_range (1.25^U(-1,1)); the gain is U(-gain_db, gain_db) dB.
+    `order` "crop_first": the loader crops (`crop_wave`), then the batch gets mixup, time scaling of the crop
+    (linear resampling) and gain. "authors" (docs/method.md §11): the loader scales the whole clip
+    (nearest-neighbour) before padding and cropping (`crop_wave_scaled`), then the batch gets mixup and gain.
+    `mixup_mode` "linear": λ·x1 + (1-λ)·x2; "bc": BC-learning mixing, corrected for the clips' gains (`bc_mixup`).
+    The authors apply every waveform augmentation to every sample: p = 1.
     """
 
     mixup: bool = True
@@ -50,6 +64,19 @@ class WaveAugmentConfig:
     scale_range: tuple[float, float] = (0.8, 1.25)
     gain_db: float = 6.0
     mixup_alpha: float = 1.0
+    order: WaveOrder = "crop_first"
+    mixup_mode: MixupMode = "linear"
+
+    def __post_init__(self) -> None:
+        if self.order not in ("crop_first", "authors"):
+            raise FsdError(f"wave augment order must be 'crop_first' or 'authors', got {self.order!r}")
+        if self.mixup_mode not in ("linear", "bc"):
+            raise FsdError(f"wave mixup_mode must be 'linear' or 'bc', got {self.mixup_mode!r}")
+
+    @property
+    def scales_on_loader(self) -> bool:
+        """True when the loader must crop with `crop_wave_scaled` (time scaling of the whole clip)."""
+        return self.time_scale and self.order == "authors"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +132,45 @@ def crop_wave(clips: list[np.ndarray], length: int, rng: np.random.Generator, pa
     return batch
 
 
+def crop_wave_scaled(
+    clips: list[np.ndarray],
+    length: int,
+    rng: np.random.Generator,
+    scale_range: tuple[float, float] = (0.8, 1.25),
+    p: float = 1.0,
+    pad_mode: PadMode = "zero",
+) -> np.ndarray:
+    """The authors' waveform crop (docs/method.md §11): time-scale each chosen int16 clip as a whole by a
+    log-uniform factor f in scale_range (nearest-neighbour: scaled[j] = clip[floor(j / f)], int(n·f) samples),
+    pad length/2 samples on both sides as `crop_wave` does, take a random window of `length`, scale to
+    float32 in [-1, 1). Only the window's samples are computed, so long clips cost no more than short ones.
+
+    Draws from `rng`, in this order: u = rng.random(B) (f = lo·(hi/lo)^u), chosen = rng.random(B) < p (the
+    others keep f = 1, which is exactly `crop_wave`'s crop), then for each clip in turn its window start
+    rng.integers(0, int(n·f) + 1).
+    """
+    _check_pad_mode(pad_mode)
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise FsdError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+    factor = low * (high / low) ** rng.random(len(clips))
+    factor = np.where(rng.random(len(clips)) < p, factor, 1.0)
+    left = length // 2
+    batch = np.zeros((len(clips), length), dtype=np.float32)
+    for i, (clip, f) in enumerate(zip(clips, factor, strict=True)):
+        scaled = int(len(clip) * f)
+        start = rng.integers(0, scaled + 1)
+        position = np.arange(start - left, start - left + length)  # sample index in the scaled clip
+        if pad_mode == "loop" and scaled > 0:
+            inside = slice(None)
+            position %= scaled
+        else:
+            inside = (position >= 0) & (position < scaled)
+            position = position[inside]
+        batch[i, inside] = clip[(position / f).astype(np.int64)] / 32768.0
+    return batch
+
+
 # ---------------------------------------------------------------------------------------------
 # Batch side: vectorised torch, random numbers from the generator, moved to the batch's device.
 
@@ -131,6 +197,22 @@ def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
+def _mixup_pairs(
+    batch: int, p: float, alpha: float, gen: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's partner and mixing ratio λ ~ Beta(alpha, alpha) (1 for samples not chosen). Partners
+    come from rolling the batch by a random non-zero shift, so none is itself; needs batch >= 2."""
+    shift = int(torch.randint(1, batch, (1,), generator=gen, device=gen.device))
+    partner = (torch.arange(batch, device=device) + shift) % batch
+    lam = _beta(gen, batch, alpha, device)
+    lam = torch.where(_chosen(gen, batch, p, device), lam, torch.ones_like(lam))
+    return partner, lam
+
+
+def _mix_targets(targets: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    return _broadcast(lam, targets) * targets + _broadcast(1 - lam, targets) * targets[partner]
+
+
 def mixup(
     x: torch.Tensor, targets: torch.Tensor, p: float, alpha: float, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,13 +221,37 @@ def mixup(
     batch = len(x)
     if batch < 2:
         return x, targets
-    shift = int(torch.randint(1, batch, (1,), generator=gen, device=gen.device))
-    partner = (torch.arange(batch, device=x.device) + shift) % batch
-    lam = _beta(gen, batch, alpha, x.device)
-    lam = torch.where(_chosen(gen, batch, p, x.device), lam, torch.ones_like(lam))
+    partner, lam = _mixup_pairs(batch, p, alpha, gen, x.device)
     mixed = _broadcast(lam, x) * x + _broadcast(1 - lam, x) * x[partner]
-    mixed_targets = _broadcast(lam, targets) * targets + _broadcast(1 - lam, targets) * targets[partner]
-    return mixed, mixed_targets
+    return mixed, _mix_targets(targets, partner, lam)
+
+
+def bc_gain_db(wave: torch.Tensor) -> torch.Tensor:
+    """Each waveform's gain for BC mixing, (B, L) → (B,): the largest mean power in dB over windows of
+    BC_WINDOW samples every BC_HOP samples (one window over the whole clip if shorter), floored at BC_MIN_DB."""
+    window = min(BC_WINDOW, wave.shape[-1])
+    power = wave.unfold(-1, window, BC_HOP).square().mean(dim=-1).amax(dim=-1)
+    return 10.0 * torch.log10(power.clamp(min=10.0 ** (BC_MIN_DB / 10.0)))
+
+
+def bc_mixup(
+    wave: torch.Tensor, targets: torch.Tensor, p: float, alpha: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BC-learning mixing (Tokozume et al.; docs/method.md §11) of each chosen waveform x1 with a different
+    one x2 of the batch, paired and drawn as `mixup` does: with r ~ Beta(alpha, alpha) and g1, g2 the clips'
+    `bc_gain_db`, t = 1 / (1 + 10^((g1 - g2)/20) · (1 - r)/r) and x = (t·x1 + (1 - t)·x2) / sqrt(t² + (1 - t)²),
+    so that the two clips are heard in the ratio r : 1 - r whatever their loudness; labels mix by r.
+    A batch of one is left as it is."""
+    batch = len(wave)
+    if batch < 2:
+        return wave, targets
+    partner, r = _mixup_pairs(batch, p, alpha, gen, wave.device)
+    gain = bc_gain_db(wave)
+    # t written as r / (r + k·(1 - r)): finite for r = 0 and exactly 1 for r = 1 (samples not chosen).
+    t = r / (r + 10.0 ** ((gain - gain[partner]) / 20.0) * (1 - r))
+    norm = torch.sqrt(t.square() + (1 - t).square())
+    mixed = (_broadcast(t, wave) * wave + _broadcast(1 - t, wave) * wave[partner]) / _broadcast(norm, wave)
+    return mixed, _mix_targets(targets, partner, r)
 
 
 def _apply_gain(x: torch.Tensor, factor: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -240,7 +346,7 @@ def logmel_to_input(power: torch.Tensor, lengths: torch.Tensor | None = None) ->
 
 
 def time_scale(wave: torch.Tensor, p: float, scale_range: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
-    """Stretch each chosen sample by a log-uniform factor in scale_range (linear resampling), then
+    """Stretch each chosen cropped sample by a log-uniform factor in scale_range (linear resampling), then
     crop a random window (longer) or place it at a random offset in zeros (shorter) to keep L samples."""
     batch, length = wave.shape
     log_low, log_high = math.log(scale_range[0]), math.log(scale_range[1])
@@ -267,11 +373,12 @@ def time_scale(wave: torch.Tensor, p: float, scale_range: tuple[float, float], g
 def augment_wave(
     wave: torch.Tensor, targets: torch.Tensor, cfg: WaveAugmentConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment cropped waveforms (B, L) and targets (B, C): mixup with another sample, time scaling,
-    gain of ±gain_db dB."""
+    """Augment cropped waveforms (B, L) and targets (B, C): mixup with another sample (linear or BC), time
+    scaling (unless the loader already scaled the whole clip: order "authors"), gain of ±gain_db dB."""
     if cfg.mixup:
-        wave, targets = mixup(wave, targets, cfg.p, cfg.mixup_alpha, gen)
-    if cfg.time_scale:
+        mix = bc_mixup if cfg.mixup_mode == "bc" else mixup
+        wave, targets = mix(wave, targets, cfg.p, cfg.mixup_alpha, gen)
+    if cfg.time_scale and cfg.order == "crop_first":
         wave = time_scale(wave, cfg.p, cfg.scale_range, gen)
     if cfg.gain:
         wave = random_gain_db(wave, cfg.p, cfg.gain_db, gen)

@@ -1,11 +1,13 @@
 """Weighted averaging of model predictions, and ensemble weights fitted on out-of-fold (OOF) predictions.
 
-The paper's fixed weights (A:B:C:D:E:F = 3:4:3:1:1:1) sit beside weights fitted here (SPEC section 9.4).
+The paper's fixed weights (A:B:C:D:E:F = 3:4:3:1:1:1) sit beside weights fitted here (docs/method.md §9.4).
 Fitting the weights on the OOF predictions and reporting lwlrap on those same predictions is optimistic:
 the weights have seen the clips they are scored on. Only the test set gives an honest figure for them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,6 +16,37 @@ from fsdlib.metrics import lwlrap
 
 DEFAULT_STEPS = 60
 _STEP_SIZES = (0.25, 0.1, 0.05, 0.02)
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Each model's predictions and both ensembles' (keys "ensemble_fixed", "ensemble_fitted", after the models)."""
+
+    fixed: dict[str, float]  # the weights as given, a model with weight 0 reported but not averaged
+    fitted: dict[str, float]  # fitted on the OOF predictions of the models with a positive fixed weight
+    known: np.ndarray  # curated clips whose fold every model trained: the OOF rows kept
+    oof: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+
+
+def combine(oof: dict[str, np.ndarray], test: dict[str, np.ndarray], fixed: dict[str, float],
+            truth: np.ndarray) -> Ensemble:
+    """Both ensembles of the models in `fixed`: the fixed weights, and weights fitted on the OOF predictions.
+
+    OOF rows of folds some model did not train (NaN) are dropped before fitting and scoring.
+    """
+    known = np.all([np.isfinite(oof[m]).all(axis=1) for m in fixed], axis=0)
+    oof = {m: oof[m][known] for m in fixed}
+    fitted = fit_weights({m: oof[m] for m in fixed if fixed[m] > 0}, truth[known])
+    test = {m: test[m] for m in fixed}
+    return Ensemble(fixed, fitted, known, _with_ensembles(oof, fixed, fitted), _with_ensembles(test, fixed, fitted))
+
+
+def _with_ensembles(preds: dict[str, np.ndarray], fixed: dict[str, float],
+                    fitted: dict[str, float]) -> dict[str, np.ndarray]:
+    """The models' predictions followed by the fixed-weight and the fitted-weight averages."""
+    return {**preds, "ensemble_fixed": weighted_average(preds, fixed),
+            "ensemble_fitted": weighted_average({m: preds[m] for m in fitted}, fitted)}
 
 
 def weighted_average(preds: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""One inference path for OOF predictions, pseudo labels, test predictions and tagging (SPEC section 8).
+"""One inference path for OOF predictions, pseudo labels, test predictions and tagging (docs/method.md §8).
 
 Full-length clips, sorted by length and grouped so that padding stays within a tolerance, with caps on
 batch size and padded elements; padding TTA averages predictions over a list of pad lengths.
@@ -17,6 +17,7 @@ from fsdlib.augment import DB_FLOOR_POWER, DB_RANGE, logmel_to_input
 from fsdlib.device import autocast, resolve_device, to_device
 from fsdlib.errors import FsdError
 from fsdlib.models.heads import TaggingModel
+from fsdlib.spec import check_pad_mode
 
 Kind = Literal["logmel", "wave"]
 
@@ -54,13 +55,12 @@ def length_groups(lengths: Sequence[int], cfg: InferenceConfig, inner: int = 1) 
 
 def pad_clip(clip: np.ndarray, pad: int, mode: str, fill: float) -> np.ndarray:
     """Pad both ends of the time axis (axis 0) by `pad`: with `fill`, or with copies of the clip (loop)."""
+    check_pad_mode(mode)
     if pad <= 0:
         return clip
     widths = [(pad, pad)] + [(0, 0)] * (clip.ndim - 1)
     if mode == "loop" and len(clip) > 0:
         return np.pad(clip, widths, mode="wrap")
-    if mode not in ("zero", "loop"):
-        raise FsdError(f"pad_mode must be 'zero' or 'loop', got {mode!r}")
     return np.pad(clip, widths, mode="constant", constant_values=fill)
 
 

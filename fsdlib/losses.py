@@ -1,7 +1,9 @@
-"""Training losses (SPEC §5), all on raw logits: the authors' defects (double sigmoid, KL against
-un-normalised multi-hot targets) are not reproduced."""
+"""Training losses (docs/method.md §5), all on raw logits: the authors' defects (double sigmoid, KL against
+un-normalised multi-hot targets) are not reproduced; their loss scale is an option (docs/method.md §11)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -9,32 +11,46 @@ import torch.nn.functional as F
 from fsdlib.errors import FsdError
 from fsdlib.models.heads import Activation
 
+# "row_sum": KL summed over classes, averaged over rows. "authors": PyTorch's default 'mean' reduction
+# (KLDivLoss()), averaged over batch x classes, i.e. 1/n_classes of "row_sum". BCE is the mean over
+# batch x classes under both (BCEWithLogitsLoss's default).
+Reduction = Literal["row_sum", "authors"]
+
 
 def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of sigmoid(logits) against (possibly soft) targets, mean over all entries."""
     return F.binary_cross_entropy_with_logits(logits, targets)
 
 
-def kl_softmax_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """KL(q ‖ softmax(logits)) with q the target row normalised to sum 1, summed over classes and
-    averaged over rows; an all-zero target row contributes 0 (and no NaN)."""
+def kl_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: Reduction = "row_sum") -> torch.Tensor:
+    """KL(q ‖ softmax(logits)) with q the target row normalised to sum 1; an all-zero target row contributes
+    0 (and no NaN). "row_sum" sums over classes and averages over rows; "authors" averages over all entries."""
     total = targets.sum(dim=-1, keepdim=True)
     q = targets / total.clamp(min=torch.finfo(targets.dtype).tiny)
     log_p = F.log_softmax(logits, dim=-1)
-    return (torch.xlogy(q, q) - q * log_p).sum(dim=-1).mean()
+    pointwise = torch.xlogy(q, q) - q * log_p
+    if reduction == "row_sum":
+        return pointwise.sum(dim=-1).mean()
+    if reduction == "authors":
+        return pointwise.mean()
+    raise FsdError(f"reduction must be 'row_sum' or 'authors', got {reduction!r}")
 
 
-def head_loss(logits: torch.Tensor, targets: torch.Tensor, activation: Activation) -> torch.Tensor:
+def head_loss(
+    logits: torch.Tensor, targets: torch.Tensor, activation: Activation, reduction: Reduction = "row_sum"
+) -> torch.Tensor:
     """The loss matching the output activation: BCE for sigmoid models, KL for softmax models."""
+    if reduction not in ("row_sum", "authors"):
+        raise FsdError(f"reduction must be 'row_sum' or 'authors', got {reduction!r}")
     if activation == "sigmoid":
         return bce_loss(logits, targets)
     if activation == "softmax":
-        return kl_softmax_loss(logits, targets)
+        return kl_softmax_loss(logits, targets, reduction)
     raise FsdError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
 
 
 def spl_mse_loss(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between sigmoid(logits) and soft pseudo labels (SPEC §6)."""
+    """Mean squared error between sigmoid(logits) and soft pseudo labels (docs/method.md §6)."""
     return F.mse_loss(torch.sigmoid(logits), soft_targets)
 
 
@@ -48,17 +64,19 @@ def multitask_loss(
     spl_logits: torch.Tensor | None = None,
     spl_targets: torch.Tensor | None = None,
     spl_weight: float = 20.0,
+    reduction: Reduction = "row_sum",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Curated loss + noisy_weight · noisy loss + spl_weight · SPL loss, each term only when given.
+    """Curated loss + noisy_weight · noisy loss + spl_weight · SPL loss, each term only when given;
+    `reduction` scales the curated and noisy KL terms (see `Reduction`).
 
     Returns the total (for backward) and the unweighted components by name ("curated", "noisy",
     "spl") as floats for logging.
     """
-    curated = head_loss(curated_logits, curated_targets, activation)
+    curated = head_loss(curated_logits, curated_targets, activation, reduction)
     total = curated
     components = {"curated": curated.item()}
     if noisy_logits is not None and noisy_targets is not None:
-        noisy = head_loss(noisy_logits, noisy_targets, activation)
+        noisy = head_loss(noisy_logits, noisy_targets, activation, reduction)
         total = total + noisy_weight * noisy
         components["noisy"] = noisy.item()
     if spl_logits is not None and spl_targets is not None:

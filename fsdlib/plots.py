@@ -147,6 +147,16 @@ def read_dvclive_curves(live_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+def mean_curves(live_dirs: Sequence[Path]) -> dict[str, list[tuple[int, float]]]:
+    """The mean over dvclive directories (a model's folds) of each metric, by step."""
+    per_metric: dict[str, dict[int, list[float]]] = {}
+    for live in live_dirs:
+        for metric, points in read_dvclive_curves(live).items():
+            for step, value in points:
+                per_metric.setdefault(metric, {}).setdefault(step, []).append(value)
+    return {m: [(s, float(np.mean(v))) for s, v in sorted(d.items())] for m, d in per_metric.items()}
+
+
 def _read_tsv(tsv: Path) -> list[tuple[int, float]]:
     """(step, value) rows of one dvclive TSV, columns found by header name (an optional timestamp is ignored)."""
     with tsv.open(newline="", encoding="utf-8") as f:

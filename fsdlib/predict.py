@@ -1,4 +1,4 @@
-"""Predictions of a trained model: its fold snapshots averaged over snapshots × pads (SPEC sections 7 and 8)."""
+"""Predictions of a trained model: its fold snapshots averaged over snapshots × pads (docs/method.md §7, §8)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fsdlib.device import resolve_device
 from fsdlib.errors import FsdError
 from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.models import TaggingModel
-from fsdlib.train import ModelSpec
+from fsdlib.spec import ModelSpec
 
 _SNAPSHOT = re.compile(r"snapshot_(\d+)\.pt$")
 

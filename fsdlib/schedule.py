@@ -1,4 +1,4 @@
-"""Optimisers and the cyclic cosine learning rate of Snapshot Ensembles (SPEC §5), stepped per iteration."""
+"""Optimisers and the cyclic cosine learning rate of Snapshot Ensembles (docs/method.md §5), stepped per iteration."""
 
 from __future__ import annotations
 
@@ -46,10 +46,12 @@ def build_optimizer(
     lr: float,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    nesterov: bool = False,
 ) -> torch.optim.Optimizer:
-    """Adam (ResNet) or SGD with momentum (EnvNet), as in the paper's table."""
+    """Adam (ResNet) or SGD with momentum (EnvNet), as in the paper's table; `nesterov` makes the SGD
+    momentum Nesterov's, as the authors' code trains EnvNet (docs/method.md §11). Adam ignores it."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     raise FsdError(f"optimizer must be 'adam' or 'sgd', got {name!r}")

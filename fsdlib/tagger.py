@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,11 @@ from fsdlib.ensemble import weighted_average
 from fsdlib.errors import FsdError
 from fsdlib.features import LogMelConfig, LogMelExtractor
 from fsdlib.inference import InferenceConfig
-from fsdlib.predict import predict_snapshots
-from fsdlib.train import ModelSpec
+from fsdlib.paths import PATHS, Paths
+from fsdlib.predict import predict_snapshots, snapshot_paths
+from fsdlib.spec import ModelSpec, check_choice
+
+FORMATS = ("table", "csv", "json")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,43 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+def ensemble_members(which: str, spec_of: Callable[[str], ModelSpec], folds: Sequence[int],
+                     paths: Paths = PATHS) -> list[Member]:
+    """The trained ensemble's models with a positive weight (`which`: "fixed" or "fitted"), snapshots of all folds."""
+    if not paths.ensemble_weights.is_file():
+        raise FsdError("no trained ensemble (run `dvc repro` first)", paths.ensemble_weights)
+    weights = json.loads(paths.ensemble_weights.read_text())[which]
+    members = []
+    for name, weight in weights.items():
+        if weight > 0:
+            spec = spec_of(name)
+            snapshots = [p for k in folds for p in snapshot_paths(paths.fold_dir(name, k), spec.snapshot_cycles)]
+            members.append(Member(name, spec, tuple(snapshots), float(weight)))
+    return members
+
+
+def render_tags(tags: Sequence[Tag], fmt: str) -> str:
+    """Tags as text in one of `FORMATS`: a tab-separated table, CSV (one row per label) or JSON."""
+    check_choice("format", fmt, FORMATS)
+    if fmt == "json":
+        rows = [{"file": str(t.path), "error": t.error} if t.error else
+                {"file": str(t.path), "labels": [{"label": c, "score": round(s, 6)} for c, s in t.labels]}
+                for t in tags]
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        lines = ["file,rank,label,score,error"]
+        for t in tags:
+            if t.error:
+                lines.append(f"\"{t.path}\",,,,\"{t.error}\"")
+            lines += [f"\"{t.path}\",{r},{c},{s:.6f}," for r, (c, s) in enumerate(t.labels, 1)]
+        return "\n".join(lines) + "\n"
+    lines = []
+    for t in tags:
+        shown = f"error: {t.error}" if t.error else "  ".join(f"{c} {s:.3f}" for c, s in t.labels)
+        lines.append(f"{t.path}\t{shown}")
+    return "\n".join(lines) + "\n"
 
 
 class Tagger:

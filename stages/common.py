@@ -1,4 +1,4 @@
-"""What every stage entry point shares: reading params.yaml and turning FsdError into one clear line."""
+"""What every stage entry point shares: reading params.yaml into settings, and turning FsdError into one clear line."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ def build(cls: type, values: dict[str, Any], key: str, path: Path = PARAMS) -> A
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     except TypeError as exc:
         raise FsdError(f"bad keys in params section {key!r}: {exc}", path) from None
+
+
+def fold_ids(params: dict[str, Any], path: Path = PARAMS) -> list[int]:
+    """The folds trained and predicted (`folds.ids`)."""
+    return [int(k) for k in section(params, "folds", path)["ids"]]
 
 
 def keep_freed_memory() -> None:

@@ -7,13 +7,12 @@ import typer
 from fsdlib.atomic import atomic_path
 from fsdlib.dataset import read_dataset
 from fsdlib.folds import FoldConfig, make_folds
+from fsdlib.paths import PATHS
 from stages.common import PARAMS, build, load_params, section, stage
-
-OUT = Path("data/folds.parquet")
 
 
 @stage
-def folds(params: Path = typer.Option(PARAMS, help="params file"), out: Path = typer.Option(OUT)) -> None:
+def folds(params: Path = typer.Option(PARAMS, help="params file"), out: Path = typer.Option(PATHS.folds)) -> None:
     """Split curated (and noisy) clips into folds."""
     p = load_params(params)
     values = {k: v for k, v in section(p, "folds", params).items() if k != "ids"}  # ids: which folds to train

@@ -4,14 +4,13 @@ from pathlib import Path
 
 import typer
 
+from fsdlib.paths import PATHS
 from fsdlib.synth import SynthConfig, generate_demo
 from stages.common import PARAMS, build, load_params, section, stage
 
-OUT = Path("data/demo")
-
 
 @stage
-def synth(params: Path = typer.Option(PARAMS, help="params file"), out: Path = typer.Option(OUT)) -> None:
+def synth(params: Path = typer.Option(PARAMS, help="params file"), out: Path = typer.Option(PATHS.demo)) -> None:
     """Generate the demo dataset."""
     values = dict(section(load_params(params), "synth", params))
     generate_demo(out, build(SynthConfig, values, "synth", params))

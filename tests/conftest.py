@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny hand-made FSDKaggle2019 root written with soundfile."""
+"""Shared fixtures: a tiny hand-made FSDKaggle2019 root written with soundfile, and hostile WAV files."""
 
 from __future__ import annotations
 
@@ -9,9 +9,23 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from fsdlib.audio import SAMPLE_RATE
 from fsdlib.vocabulary import CLASSES_80
 
 CLASSES = CLASSES_80[:4]
+ACCEPTED = {  # hostile but valid WAVs, name: (seconds, sample rate, channels, subtype)
+    "short_0.05s.wav": (0.05, 44100, 1, "PCM_16"),
+    "long_30s.wav": (30.0, 44100, 1, "PCM_16"),
+    "pcm_u8.wav": (0.3, 44100, 1, "PCM_U8"),
+    "pcm_24.wav": (0.3, 44100, 1, "PCM_24"),
+    "float32.wav": (0.3, 44100, 1, "FLOAT"),
+    "stereo.wav": (0.3, 44100, 2, "PCM_16"),
+    "six_channels.wav": (0.3, 44100, 6, "PCM_16"),
+    "rate_8k.wav": (0.3, 8000, 1, "PCM_16"),
+    "rate_22k.wav": (0.3, 22050, 1, "PCM_16"),
+    "rate_96k.wav": (0.3, 96000, 1, "PCM_16"),
+    "spaces and ünïcödé 音.wav": (0.3, 44100, 1, "PCM_16"),
+}
 
 
 def write_wav(path: Path, seconds: float = 0.5, sr: int = 44100, channels: int = 1, subtype: str = "PCM_16",
@@ -22,6 +36,35 @@ def write_wav(path: Path, seconds: float = 0.5, sr: int = 44100, channels: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), data if channels > 1 else data[:, 0], sr, subtype=subtype)
     return path
+
+
+def accepted_wavs(folder: Path) -> dict[str, Path]:
+    """Every file of ACCEPTED, and a silent one ("silent.wav", 0.5 s of zeros)."""
+    out = {name: write_wav(folder / name, seconds=s, sr=sr, channels=ch, subtype=st, seed=i)
+           for i, (name, (s, sr, ch, st)) in enumerate(ACCEPTED.items())}
+    silent = folder / "silent.wav"
+    sf.write(str(silent), np.zeros(SAMPLE_RATE // 2, np.int16), SAMPLE_RATE, subtype="PCM_16")
+    out["silent.wav"] = silent
+    return out
+
+
+def refused_wavs(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Broken .wav files and the words the error about each must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = write_wav(folder / "good_source.wav", seconds=0.3).read_bytes()
+    cases = {
+        "truncated.wav": (good[: len(good) // 2], "truncated"),
+        "zero_bytes.wav": (b"", "empty file"),
+        "wrong_header.wav": (b"RIFX" + good[4:8] + b"JUNK" + good[12:], "not a WAV"),
+        "text.wav": (b"hello, I am not audio at all\n" * 10, "not a WAV"),
+        "bad_format_chunk.wav": (good[:20] + b"\xff\xff" + good[22:], "unreadable"),
+    }
+    out = {}
+    for name, (data, words) in cases.items():
+        (folder / name).write_bytes(data)
+        out[name] = (folder / name, words)
+    (folder / "good_source.wav").unlink()
+    return out
 
 
 def make_root(root: Path, n_curated: int = 10, n_noisy: int = 10, n_test: int = 4, test_labels: bool = True) -> Path:

@@ -1,14 +1,21 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from fsdlib.augment import (
+    BC_HOP,
+    BC_MIN_DB,
+    BC_WINDOW,
     LogMelAugmentConfig,
     WaveAugmentConfig,
     augment_logmel,
     augment_wave,
+    bc_mixup,
     crop_logmel,
     crop_wave,
+    crop_wave_scaled,
     logmel_to_input,
 )
 from fsdlib.errors import FsdError
@@ -259,3 +266,145 @@ def test_time_scale_factor_between_0_8_and_1_25() -> None:
         factors.append(float(1 / slope))
         assert torch.allclose(torch.diff(sample[content]), slope.expand(runs[0] - 1), atol=1e-6)
     assert 0.8 - 1e-3 <= min(factors) < 0.95 and 1.1 < max(factors) <= 1.25 + 1e-3
+
+
+# The authors' waveform order (docs/method.md §11): whole-clip time scaling on the loader, BC mixing.
+
+
+def _naive_scaled_crops(
+    clips: list[np.ndarray], length: int, seed: int, scale_range: tuple[float, float], p: float, pad_mode: str
+) -> np.ndarray:
+    """Resample each whole clip (nearest neighbour), pad, crop: the same draws as crop_wave_scaled documents."""
+    rng = np.random.default_rng(seed)
+    low, high = scale_range
+    factor = low * (high / low) ** rng.random(len(clips))
+    factor = np.where(rng.random(len(clips)) < p, factor, 1.0)
+    out = []
+    for clip, f in zip(clips, factor, strict=True):
+        scaled = clip[(np.arange(int(len(clip) * f)) / f).astype(np.int64)]
+        mode = "wrap" if pad_mode == "loop" and len(scaled) > 0 else "constant"
+        padded = np.pad(scaled, (length // 2, length - length // 2), mode=mode)
+        start = rng.integers(0, len(padded) - length + 1)
+        out.append(padded[start : start + length] / 32768.0)
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.mark.parametrize("pad_mode", ["zero", "loop"])
+@pytest.mark.parametrize("length", [1000, 999])
+def test_crop_wave_scaled_equals_resampling_the_whole_clip(pad_mode: str, length: int) -> None:
+    rng = np.random.default_rng(5)
+    sizes = [5000, 1200, 1000, 300, 1, 0] * 6
+    clips = [rng.integers(-32768, 32768, size=n).astype(np.int16) for n in sizes]
+    for seed in range(4):
+        ours = crop_wave_scaled(clips, length, np.random.default_rng(seed), (0.8, 1.25), 0.7, pad_mode)
+        reference = _naive_scaled_crops(clips, length, seed, (0.8, 1.25), 0.7, pad_mode)
+        assert ours.dtype == np.float32 and ours.shape == (len(clips), length)
+        assert np.array_equal(ours, reference)
+
+
+def test_crop_wave_scaled_p_zero_is_crop_wave() -> None:
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(-32768, 32768, size=n).astype(np.int16) for n in (3000, 400, 0)]
+    advanced = np.random.default_rng(9)
+    advanced.random(len(clips))
+    advanced.random(len(clips))
+    expected = crop_wave(clips, 1000, advanced)
+    assert np.array_equal(crop_wave_scaled(clips, 1000, np.random.default_rng(9), p=0.0), expected)
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.25])
+def test_crop_wave_scaled_scales_every_clip_at_p_one(factor: float) -> None:
+    ramp = np.arange(20_000, dtype=np.int16)
+    batch = crop_wave_scaled([ramp] * 32, 2000, np.random.default_rng(1), (factor, factor), p=1.0)
+    for window in np.rint(batch * 32768).astype(np.int64):
+        content = np.flatnonzero(window)  # the first clip sample (0) is indistinguishable from padding
+        source = window[content]
+        assert len(source) >= 999 and np.all(np.diff(content) == 1)
+        # Scaled sample k comes from clip sample floor(k / factor): find the k of the first one.
+        guess = int(source[0] * factor)
+        mappings = [((k + np.arange(len(source))) / factor).astype(np.int64) for k in range(guess - 2, guess + 3)]
+        assert any(np.array_equal(source, mapping) for mapping in mappings)
+    with pytest.raises(FsdError):
+        crop_wave_scaled([ramp], 100, np.random.default_rng(0), (1.25, 0.8))
+
+
+def test_authors_order_scales_on_the_loader_and_gains_every_sample() -> None:
+    cfg = WaveAugmentConfig(mixup=False, order="authors", p=1.0)
+    assert cfg.scales_on_loader and not WaveAugmentConfig().scales_on_loader
+    assert not WaveAugmentConfig(order="authors", time_scale=False).scales_on_loader
+    wave = torch.rand(64, 500, generator=_gen()) + 0.1
+    out, _ = augment_wave(wave, torch.zeros(64, 2), cfg, _gen(3))
+    ratio = out / wave
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio))  # a gain only: no time scaling of the crop
+    assert (ratio[:, 0] != 1).all() and (20 * torch.log10(ratio[:, 0])).abs().max() <= 6 + 1e-4
+    half, _ = augment_wave(wave, torch.zeros(64, 2), WaveAugmentConfig(mixup=False, order="authors"), _gen(3))
+    assert 10 < int(((half / wave)[:, 0] == 1).sum()) < 54  # p = 0.5 leaves some samples as they are
+    only_scale = WaveAugmentConfig(mixup=False, gain=False, order="authors", p=1.0)
+    assert torch.equal(augment_wave(wave, torch.zeros(64, 2), only_scale, _gen())[0], wave)
+
+
+def test_wave_config_rejects_unknown_order_and_mixup_mode() -> None:
+    with pytest.raises(FsdError):
+        WaveAugmentConfig(order="scale_first")
+    with pytest.raises(FsdError):
+        WaveAugmentConfig(mixup_mode="cutmix")
+
+
+def _bc_gain_reference(x: np.ndarray) -> float:
+    """BC learning's gain in float64, written as the definition: max over windows of mean power in dB."""
+    powers = [np.mean(x[i : i + BC_WINDOW] ** 2) for i in range(0, len(x) - BC_WINDOW + 1, BC_HOP)]
+    return 10 * np.log10(max(max(powers), 10 ** (BC_MIN_DB / 10)))
+
+
+def test_bc_mixup_matches_a_float64_reference() -> None:
+    n = 12_000
+    t = np.arange(n) / 44_100
+    waves = np.stack([
+        0.5 * np.sin(2 * np.pi * 440 * t),
+        0.02 * np.sin(2 * np.pi * 1000 * t + 1.0),
+        np.where((t > 0.1) & (t < 0.12), 0.8, 0.001) * np.sign(np.sin(2 * np.pi * 200 * t)),
+        0.1 * np.cos(2 * np.pi * 60 * t),
+        np.zeros(n),
+    ])
+    batch = len(waves)
+    mixed, targets = bc_mixup(torch.tensor(waves, dtype=torch.float32), torch.eye(batch), 1.0, 1.0, _gen(4))
+    gains = [_bc_gain_reference(w) for w in waves]
+    for i in range(batch):
+        r = float(targets[i, i])
+        others = targets[i].clone()
+        others[i] = 0
+        j = int(others.argmax())
+        assert j != i and 0 < r < 1 and math.isclose(float(targets[i, j]), 1 - r, rel_tol=1e-6)
+        ratio = 1 / (1 + 10 ** ((gains[i] - gains[j]) / 20) * (1 - r) / r)
+        expected = (ratio * waves[i] + (1 - ratio) * waves[j]) / np.sqrt(ratio**2 + (1 - ratio) ** 2)
+        assert np.allclose(mixed[i].numpy(), expected, rtol=1e-4, atol=1e-6)
+        assert torch.isfinite(mixed[i]).all()
+
+
+def test_bc_mixup_equal_gains_mix_by_r_and_silence_stays_finite() -> None:
+    wave = torch.full((4, 5000), 0.25)
+    wave[2:] = 0.0
+    mixed, targets = bc_mixup(wave, torch.eye(4), 1.0, 1.0, _gen(1))
+    assert torch.isfinite(mixed).all() and torch.isfinite(targets).all()
+    gains = [20 * math.log10(0.25)] * 2 + [BC_MIN_DB] * 2  # silence sits at the floor
+    partners = [int(targets[i].index_fill(0, torch.tensor([i]), 0).argmax()) for i in range(4)]
+    assert partners[0] >= 2 or partners[1] >= 2  # this seed pairs a loud clip with a silent one
+    for i, j in enumerate(partners):
+        r = float(targets[i, i])
+        ratio = 1 / (1 + 10 ** ((gains[i] - gains[j]) / 20) * (1 - r) / r)  # r itself for equal gains
+        expected = (ratio * wave[i] + (1 - ratio) * wave[j]) / math.sqrt(ratio**2 + (1 - ratio) ** 2)
+        assert torch.allclose(mixed[i], expected, rtol=1e-4, atol=1e-9)
+    silent, _ = bc_mixup(torch.zeros(3, 5000), torch.eye(3), 1.0, 1.0, _gen())
+    assert torch.equal(silent, torch.zeros(3, 5000))
+    one, one_targets = bc_mixup(wave[:1], torch.eye(4)[:1], 1.0, 1.0, _gen())
+    assert torch.equal(one, wave[:1]) and torch.equal(one_targets, torch.eye(4)[:1])
+
+
+def test_bc_mode_in_augment_wave() -> None:
+    wave = torch.rand(B, 6000, generator=_gen()) - 0.5
+    cfg = WaveAugmentConfig(time_scale=False, gain=False, mixup_mode="bc", p=1.0)
+    ours = augment_wave(wave, torch.eye(B), cfg, _gen(5))
+    direct = bc_mixup(wave, torch.eye(B), 1.0, cfg.mixup_alpha, _gen(5))
+    linear = augment_wave(wave, torch.eye(B), WaveAugmentConfig(time_scale=False, gain=False, p=1.0), _gen(5))
+    assert torch.equal(ours[0], direct[0]) and torch.equal(ours[1], direct[1])
+    assert torch.equal(ours[1], linear[1]) and not torch.allclose(ours[0], linear[0])  # same pairs and r

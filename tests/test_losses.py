@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -77,3 +78,51 @@ def test_multitask_total_backpropagates() -> None:
     total, _ = multitask_loss(logits, torch.ones(2, 3), logits, torch.zeros(2, 3), "sigmoid")
     total.backward()
     assert torch.allclose(logits.grad, torch.zeros(2, 3), atol=1e-7)  # the two heads' pulls cancel
+
+
+def _kl_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 10, generator=g) * 2
+    targets = (torch.rand(6, 10, generator=g) < 0.3).float()
+    targets[0] = 0.0
+    targets[1, 2] = 1.0
+    q = targets / targets.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    return logits, targets, q
+
+
+def test_kl_reductions_match_torch_kldivloss() -> None:
+    logits, targets, q = _kl_batch()
+    log_p = F.log_softmax(logits, dim=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that 'mean' divides by batch x classes: the authors' scale
+        authors = torch.nn.KLDivLoss()(log_p, q)
+    row_sum = torch.nn.KLDivLoss(reduction="batchmean")(log_p, q)
+    assert torch.isclose(kl_softmax_loss(logits, targets, "authors"), authors, rtol=1e-6, atol=1e-7)
+    assert torch.isclose(kl_softmax_loss(logits, targets, "row_sum"), row_sum, rtol=1e-6, atol=1e-7)
+    assert torch.equal(kl_softmax_loss(logits, targets), kl_softmax_loss(logits, targets, "row_sum"))
+    assert torch.isclose(authors * 10, row_sum, rtol=1e-5)  # 1/n_classes of the per-row sum
+
+
+def test_bce_is_torch_default_under_both_reductions() -> None:
+    logits, targets, _ = _kl_batch()
+    reference = torch.nn.BCEWithLogitsLoss()(logits, targets)
+    for reduction in ("authors", "row_sum"):
+        assert torch.equal(head_loss(logits, targets, "sigmoid", reduction), reference)
+
+
+def test_reduction_threads_through_multitask_loss() -> None:
+    logits, targets, _ = _kl_batch()
+    noisy_targets = targets.flip(0)
+    total, parts = multitask_loss(logits, targets, logits, noisy_targets, "softmax", reduction="authors")
+    assert math.isclose(parts["curated"], kl_softmax_loss(logits, targets, "authors").item(), rel_tol=1e-6)
+    assert math.isclose(parts["noisy"], kl_softmax_loss(logits, noisy_targets, "authors").item(), rel_tol=1e-6)
+    default_total, default_parts = multitask_loss(logits, targets, logits, noisy_targets, "softmax")
+    assert math.isclose(default_parts["curated"], 10 * parts["curated"], rel_tol=1e-5)
+    assert math.isclose(default_total.item(), 10 * total.item(), rel_tol=1e-5)
+
+
+def test_unknown_reduction() -> None:
+    with pytest.raises(FsdError):
+        kl_softmax_loss(torch.zeros(1, 2), torch.ones(1, 2), "sum")
+    with pytest.raises(FsdError):
+        head_loss(torch.zeros(1, 2), torch.ones(1, 2), "sigmoid", "sum")

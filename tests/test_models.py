@@ -1,5 +1,8 @@
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fsdlib.errors import FsdError
 from fsdlib.models import EnvNetV2, MultitaskHeads, ResNet, TaggingModel, build_model, resnet34
@@ -149,3 +152,40 @@ def test_build_model_rejects_bad_settings() -> None:
         build_model("vgg", 10, multitask=True)
     with pytest.raises(FsdError):
         build_model("envnet", 10, multitask=True, layers=(1, 1, 1, 1))
+
+
+def test_head_last_layer_in_float32_under_autocast() -> None:
+    torch.manual_seed(0)
+    heads = MultitaskHeads(64, N_CLASSES, hidden=32).eval()
+    features = torch.randn(5, 64) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        curated, noisy = heads(features)
+        penultimate = torch.nn.Sequential(*list(heads.curated)[:-1])(features)
+    assert curated.dtype == noisy.dtype == torch.float32 and penultimate.dtype == torch.bfloat16
+    last = heads.curated[-1]
+    reference = F.linear(penultimate.float(), last.weight, last.bias)
+    assert torch.allclose(curated, reference, rtol=1e-6, atol=1e-6)
+
+
+def test_head_large_logits_keep_distinct_sigmoids_under_autocast() -> None:
+    heads = MultitaskHeads(16, N_CLASSES, hidden=8, multitask=False).eval()
+    with torch.no_grad():
+        heads.curated[-1].weight.zero_()
+        heads.curated[-1].bias.copy_(6.3 + 0.01 * torch.arange(N_CLASSES))
+    plain = torch.nn.Sequential(*copy.deepcopy(list(heads.curated)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = heads(torch.randn(2, 16))
+        bf16_logits = plain(torch.randn(2, 16))
+    assert torch.sigmoid(logits).unique(dim=-1).shape[-1] == N_CLASSES
+    assert torch.sigmoid(bf16_logits).unique(dim=-1).shape[-1] < N_CLASSES // 4  # what the float32 layer prevents
+
+
+def test_head_without_autocast_is_the_plain_sequential() -> None:
+    heads = MultitaskHeads(64, N_CLASSES, hidden=32)
+    assert list(heads.curated.state_dict()) == [f"{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")]
+    features = torch.randn(7, 64)
+    torch.manual_seed(1)
+    ours = heads.curated(features)
+    torch.manual_seed(1)
+    plain = torch.nn.Sequential(*list(heads.curated))(features)
+    assert torch.equal(ours, plain)

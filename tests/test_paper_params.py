@@ -1,17 +1,16 @@
-"""params/paper.yaml holds the paper's exact settings (SPEC section 7) and builds the full-size networks."""
+"""params/paper.yaml holds the paper's exact settings (docs/method.md §7) and builds the full-size networks."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fsdlib.train import ModelSpec
-from stages.common import build
+from fsdlib.spec import ModelSpec
 
 PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "params" / "paper.yaml").read_text())
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 
-# SPEC section 7: family, activation, cycles x epochs, crop, batch, optimiser, lr, init, SPL, cycles used, pads
+# docs/method.md §7: family, activation, cycles x epochs, crop, batch, optimiser, lr, init, SPL, cycles used, pads
 TABLE = {
     "A": ("resnet", "sigmoid", 8, 64, 512, 64, "adam", 1e-3, None, None, [1, 2, 3, 4, 5, 6, 7, 8], [8, 32]),
     "B": ("resnet", "sigmoid", 7, 64, 512, 32, "adam", 1e-3, "A", "all_folds", [1, 2, 3, 4, 5, 6, 7], [8, 32]),
@@ -26,8 +25,7 @@ TABLE = {
 @pytest.mark.parametrize("name", list(TABLE))
 def test_paper_settings(name: str) -> None:
     family, act, cycles, epochs, crop, batch, opt, lr_max, init, spl, used, pads = TABLE[name]
-    spec = build(ModelSpec, PAPER["models"][name], name)
-    spec.validate(name)
+    spec = ModelSpec.from_params(PAPER["models"][name], name)  # checks every setting
     assert (spec.family, spec.activation, spec.cycles, spec.epochs_per_cycle) == (family, act, cycles, epochs)
     assert (spec.crop, spec.batch, spec.optimizer, spec.lr_max, spec.lr_min) == (crop, batch, opt, lr_max, 1e-6)
     assert spec.init_from == init and spec.multitask
@@ -40,9 +38,9 @@ def test_paper_settings(name: str) -> None:
 
 
 def test_paper_networks_are_full_size() -> None:
-    resnet = build(ModelSpec, PAPER["models"]["A"], "A").build(80)
+    resnet = ModelSpec.from_params(PAPER["models"]["A"], "A").build(80)
     assert sum(p.numel() for p in resnet.backbone.parameters()) == 21_278_400  # ResNet34, one input channel
-    envnet = build(ModelSpec, PAPER["models"]["D"], "D").build(80)
+    envnet = ModelSpec.from_params(PAPER["models"]["D"], "D").build(80)
     assert envnet.backbone.out_features == 2560
     assert envnet.heads.curated[0].out_features == 1024 and envnet.heads.noisy is not None
 
@@ -56,7 +54,10 @@ def test_paper_ensemble_features_and_folds() -> None:
     assert PAPER["spl"] == {"teacher": "A", "temperature": 2.0}
 
 
-def test_paper_and_demo_have_the_same_keys() -> None:
+def test_paper_and_demo_have_the_same_layout() -> None:
     assert PAPER.keys() == DEMO.keys() and PAPER["models"].keys() == DEMO["models"].keys()
-    for name, spec in PAPER["models"].items():
+    for name, spec in PAPER["models"].items():  # as merged from model_defaults
         assert spec.keys() == DEMO["models"][name].keys(), name
+    assert PAPER["stage_models"] == DEMO["stage_models"]  # the same dvc.yaml stages
+    assert PAPER["model_defaults"].keys() == DEMO["model_defaults"].keys()
+    assert PAPER["ensemble"]["weights"].keys() == DEMO["ensemble"]["weights"].keys()

@@ -2,13 +2,18 @@
 
 import json
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from pipeline import make_repo, repro, run
+from conftest import ACCEPTED, accepted_wavs, refused_wavs
+from pipeline import env, make_repo, repro, run
+
+from fsdlib.paths import Paths
 
 pytestmark = pytest.mark.slow
 
@@ -22,27 +27,30 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_pipeline_outputs(repo: Path) -> None:
-    assert (repo / "data/demo/train_curated.csv").is_file()
+    paths = Paths(repo)
+    assert (paths.demo / "train_curated.csv").is_file()
     for subset in ("curated", "noisy", "test"):
-        assert (repo / f"data/features/{subset}.logmel.arrow").is_file()
-        assert (repo / f"data/features/{subset}.wave.arrow").is_file()
-    folds = pd.read_parquet(repo / "data/folds.parquet")
+        assert (paths.features / f"{subset}.logmel.arrow").is_file()
+        assert (paths.features / f"{subset}.wave.arrow").is_file()
+    folds = pd.read_parquet(paths.folds)
     assert set(folds["subset"]) == {"curated", "noisy"} and set(folds["fold"]) == {0, 1}
     for model in ("A", "A_crops", "B", "B_leak_free", "C", "pre", "D", "E", "F"):
         for fold in (0, 1):
-            out = repo / f"data/models/{model}/fold{fold}"
+            out = paths.fold_dir(model, fold)
             assert (out / "snapshot_1.pt").is_file() and (out / "oof.npz").is_file()
             assert "cycle_lwlrap" in json.loads((out / "metrics.json").read_text())
-    metrics = json.loads((repo / "metrics/metrics.json").read_text())
+    metrics = json.loads((paths.metrics / "metrics.json").read_text())
     assert {"A", "B", "B_leak_free", "ensemble_fixed", "ensemble_fitted"} <= set(metrics["cv"])
     assert {"all", "public", "private"} <= set(metrics["test"]["ensemble_fixed"])
-    submission = pd.read_csv(repo / "data/submission.csv")
-    sample = pd.read_csv(repo / "data/demo/sample_submission.csv")
+    submission = pd.read_csv(paths.submission)
+    sample = pd.read_csv(paths.demo / "sample_submission.csv")
     assert list(submission.columns) == list(sample.columns) and list(submission["fname"]) == list(sample["fname"])
     values = submission.iloc[:, 1:].to_numpy()
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+    weights = json.loads(paths.ensemble_weights.read_text())
+    assert weights["submit"] == "fixed" and sum(weights["fixed"].values()) == pytest.approx(1.0)
     for png in ("cv_per_model.png", "per_class.png", "training_curves.png"):
-        assert (repo / "metrics" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (paths.metrics / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shown = run(["dvc", "metrics", "show"], repo).stdout
     assert "cv.ensemble_fixed" in shown or "ensemble_fixed" in shown
 
@@ -85,13 +93,13 @@ def test_temperature_reruns_pseudo_labels_and_students_only(repo: Path) -> None:
     ran = set(repro(repo))
     students = {f"train_student@{m}-{k}" for m in ("B", "B_leak_free") for k in (0, 1)}
     assert ran == {"pseudo_label", *students, "predict@B", "predict@B_leak_free", "ensemble"}
-    table = pd.read_parquet(repo / "data/pseudo/leak_free.parquet")
+    table = pd.read_parquet(Paths(repo).pseudo_labels("leak_free"))
     assert set(table["temperature"]) == {1.5} and set(table["student_fold"]) == {0, 1}
 
 
 def test_tag_demo_test_clip(repo: Path) -> None:
-    test = pd.read_csv(repo / "data/demo/test_post_competition.csv")
-    clip = repo / "data/demo/test" / test["fname"].iloc[0]
+    test = pd.read_csv(Paths(repo).demo / "test_post_competition.csv")
+    clip = Paths(repo).demo / "test" / test["fname"].iloc[0]
     proc = run(["fsd", "tag", str(clip), "--format", "json", "--top-k", "2"], repo)
     rows = json.loads(proc.stdout)
     assert rows[0]["file"] == str(clip) and len(rows[0]["labels"]) == 2
@@ -100,12 +108,10 @@ def test_tag_demo_test_clip(repo: Path) -> None:
 
 
 def test_tag_hostile_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_path: Path) -> None:
-    from test_hostile import ACCEPTED, _accepted, _refused
-
     folder = tmp_path / "to tag"
-    accepted = _accepted(folder)
-    refused = _refused(folder / "broken")
-    test_clip = next((repo / "data/demo/test").glob("*.wav"))
+    accepted = accepted_wavs(folder)
+    refused = refused_wavs(folder / "broken")
+    test_clip = next((Paths(repo).demo / "test").glob("*.wav"))
     (folder / "demo.wav").write_bytes(test_clip.read_bytes())
     proc = run(["fsd", "tag", str(folder), "--format", "json"], repo, check=False)
     assert proc.returncode == 2, proc.stderr
@@ -122,10 +128,6 @@ def test_tag_hostile_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_
 
 
 def test_two_fold_stages_run_concurrently_end_clean(repo: Path) -> None:
-    import subprocess
-
-    from pipeline import env
-
     _set(repo, "models.F.lr_min", 2.0e-6)
     procs = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "-s", f"train@F-{k}"], cwd=repo, env=env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
@@ -149,8 +151,6 @@ def test_experiment_runs_only_dependent_stages(repo: Path) -> None:
 
 
 def test_queued_experiments_run_two_at_a_time_and_plots_diff_renders(repo: Path, tmp_path: Path) -> None:
-    import time
-
     run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "baseline for the queue"], repo)
     for lr in ("0.02", "0.03"):

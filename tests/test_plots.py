@@ -9,7 +9,7 @@ import pytest
 from dvclive import Live
 
 from fsdlib.errors import FsdError
-from fsdlib.plots import plot_cv_per_model, plot_per_class, plot_training_curves, read_dvclive_curves
+from fsdlib.plots import mean_curves, plot_cv_per_model, plot_per_class, plot_training_curves, read_dvclive_curves
 from fsdlib.vocabulary import CLASSES_80
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -93,3 +93,13 @@ def test_read_dvclive_curves_timestamp_column_and_errors(tmp_path: Path) -> None
         read_dvclive_curves(tmp_path / "live")
     with pytest.raises(FsdError, match="plots/metrics"):
         read_dvclive_curves(tmp_path / "missing")
+
+
+def test_mean_curves_average_folds_by_step(tmp_path: Path) -> None:
+    for k, rows in enumerate(("0\t1.0\n1\t0.5\n", "0\t3.0\n1\t1.5\n2\t1.0\n")):
+        metrics = tmp_path / f"fold{k}" / "live" / "plots" / "metrics" / "train"
+        metrics.mkdir(parents=True)
+        (metrics / "total.tsv").write_text("step\ttotal\n" + rows)
+    curves = mean_curves([tmp_path / f"fold{k}" / "live" for k in (0, 1)])
+    assert curves == {"train/total": [(0, 2.0), (1, 1.0), (2, 1.0)]}
+    assert mean_curves([]) == {}

@@ -59,3 +59,19 @@ def test_build_optimizer() -> None:
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 1e-4
     with pytest.raises(FsdError):
         build_optimizer("rmsprop", params, lr=0.1)
+
+
+def test_sgd_nesterov_steps_as_torch() -> None:
+    start = torch.tensor([1.0, -2.0, 0.5])
+    ours_param, torch_param, plain_param = (torch.nn.Parameter(start.clone()) for _ in range(3))
+    ours = build_optimizer("sgd", [ours_param], lr=0.1, nesterov=True)
+    reference = torch.optim.SGD([torch_param], lr=0.1, momentum=0.9, nesterov=True)
+    plain = build_optimizer("sgd", [plain_param], lr=0.1)
+    assert ours.param_groups[0]["nesterov"] is True and plain.param_groups[0]["nesterov"] is False
+    for _ in range(3):
+        for optimizer, param in ((ours, ours_param), (reference, torch_param), (plain, plain_param)):
+            optimizer.zero_grad()
+            (param**2).sum().backward()
+            optimizer.step()
+    assert torch.equal(ours_param, torch_param)
+    assert not torch.allclose(ours_param, plain_param)

@@ -7,9 +7,12 @@ import pytest
 import torch
 
 import fsdlib.train as train_module
+from fsdlib.batches import BatchMaker, FoldData
 from fsdlib.errors import FsdError
+from fsdlib.resume import fingerprint
+from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore, StoreWriter
-from fsdlib.train import FoldData, ModelSpec, train_fold
+from fsdlib.train import train_fold
 
 N_MELS, N_CLASSES = 32, 3
 TINY_ARCH = {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}
@@ -71,8 +74,8 @@ def test_same_seed_same_weights(data: FoldData, tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_after_interruption_gives_same_weights(data: FoldData, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_interruption_gives_same_weights(data: FoldData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     spec = _spec(cycles=3, epochs_per_cycle=1)
     _run(spec, data, tmp_path / "straight")
     real_predict, calls = train_module.predict_clips, []
@@ -87,8 +90,12 @@ def test_resume_after_interruption_gives_same_weights(data: FoldData, tmp_path: 
     with pytest.raises(KeyboardInterrupt):
         _run(spec, data, tmp_path / "resumed")
     assert (tmp_path / "resumed" / "state" / "snapshot_1.pt").is_file()
+    state = torch.load(tmp_path / "resumed" / "state" / "resume.pt", weights_only=True)  # plain data only
+    assert state["cycle"] == 1 and len(state["history"]) == 1 and state["oof"][0].shape == (12, N_CLASSES)
     monkeypatch.setattr(train_module, "predict_clips", real_predict)
-    _run(spec, data, tmp_path / "resumed")
+    with caplog.at_level("INFO", logger="fsdlib.train"):
+        _run(spec, data, tmp_path / "resumed")
+    assert "T fold 0: resuming after cycle 1 of 3" in caplog.text
     for c in (1, 2, 3):
         a = torch.load(tmp_path / "straight" / "out" / f"snapshot_{c}.pt")
         b = torch.load(tmp_path / "resumed" / "out" / f"snapshot_{c}.pt")
@@ -113,18 +120,52 @@ def test_softmax_without_multitask_and_init_from(data: FoldData, tmp_path: Path)
     assert len(result.cycle_lwlrap) == 1
 
 
-def test_bad_spec_names_model(data: FoldData, tmp_path: Path) -> None:
-    with pytest.raises(FsdError, match="models.T: optimizer"):
-        _run(_spec(optimizer="rmsprop"), data, tmp_path)
+def test_spec_from_params_turns_lists_into_tuples() -> None:
+    spec = ModelSpec.from_params({"family": "envnet", "tta_pads": [8000, 32000], "crops": [100, 200]}, "D")
+    assert spec.tta_pads == (8000, 32000) and spec.crops == (100, 200) and spec.kind == "wave"
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    ({"family": "resnet", "optimizer": "rmsprop"}, "models.T: optimizer must be adam or sgd, got 'rmsprop'"),
+    ({"family": "cnn"}, "models.T: family must be resnet or envnet"),
+    ({"family": "resnet", "pad_mode": "reflect"}, "models.T: pad_mode must be zero or loop"),
+    ({"family": "resnet", "lr_min": 1.0, "lr_max": 0.1}, "models.T: need 0 < lr_min <= lr_max"),
+    ({"family": "resnet", "spl": {"variant": "some"}}, "models.T: spl.variant must be all_folds or leak_free"),
+    ({"family": "resnet", "cycles": 2, "snapshot_cycles": [3]}, r"models.T: snapshot_cycles must lie in 1..2"),
+    ({"family": "resnet", "augment": {"time_scale": True}}, "models.T: bad augment settings for resnet"),
+    ({"family": "resnet", "epochs": 3}, r"models.T: unknown keys \['epochs'\]"),
+])
+def test_bad_spec_names_model_and_problem(values: dict, problem: str) -> None:
+    with pytest.raises(FsdError, match=problem):
+        ModelSpec.from_params(values, "T")
+
+
+def test_spec_built_in_code_is_checked_too() -> None:
+    with pytest.raises(FsdError, match="^optimizer must be adam or sgd"):
+        _spec(optimizer="rmsprop")
+
+
+def test_fingerprint_follows_store_contents_not_sizes(data: FoldData) -> None:
+    spec = _spec()
+    before = fingerprint(spec, data, "T", 0, None)
+    raw = bytearray(data.curated.path.read_bytes())
+    at = raw.find(data.curated[0].tobytes()[:64])  # inside the first clip's values
+    assert at > 0
+    raw[at] ^= 0xFF
+    data.curated.path.write_bytes(bytes(raw))
+    assert fingerprint(spec, data, "T", 0, None) != before
+    assert fingerprint(spec, data, "T", 1, None) != fingerprint(spec, data, "T", 0, None)
 
 
 def test_varying_crop_lengths_draw_one_length_per_step(data: FoldData, tmp_path: Path) -> None:
     spec = _spec(crops=(16, 32), batch=6)
-    maker = train_module.BatchMaker(spec, data, steps_per_epoch=6, seed=0)
+    maker = BatchMaker(spec, data, steps_per_epoch=6, seed=0)
     lengths = set()
     for batch in maker.epoch():
-        assert batch["x"].shape[1] == batch["nx"].shape[1]  # the curated and noisy parts share the length
-        lengths.add(batch["x"].shape[1])
+        assert batch.curated.x.shape[1] == batch.noisy.x.shape[1]  # the curated and noisy parts share the length
+        assert batch.curated.valid.shape == (6, 2) and batch.spl is None
+        assert list(batch.parts()) == ["curated", "noisy"]
+        lengths.add(batch.curated.x.shape[1])
     assert lengths == {16, 32}
     result = _run(_spec(crops=(16, 32), cycles=1, epochs_per_cycle=1), data, tmp_path)
     assert len(result.cycle_lwlrap) == 1
@@ -137,8 +178,8 @@ def test_spl_batches_mix_curated_and_noisy_one_to_one(data: FoldData) -> None:
     noisy_share = prob[pool[:, 0] == 1].sum()
     assert noisy_share == pytest.approx(0.5)
     assert set(pool[pool[:, 0] == 1, 1]) == set(data.spl_noisy_idx.tolist())
-    maker = train_module.BatchMaker(_spec(batch=12, spl={"variant": "leak_free"}), data, 3, seed=0)
-    soft = [np.isclose(b["sy"], 1 / N_CLASSES).all(axis=1).mean() for _ in range(20) for b in maker.epoch()]
+    maker = BatchMaker(_spec(batch=12, spl={"variant": "leak_free"}), data, 3, seed=0)
+    soft = [np.isclose(b.spl.y, 1 / N_CLASSES).all(axis=1).mean() for _ in range(20) for b in maker.epoch()]
     assert np.mean(soft) == pytest.approx(0.5, abs=0.05)
 
 

@@ -1,4 +1,4 @@
-"""Multitask heads (SPEC §4): one head for curated labels, one for noisy labels, on a shared backbone."""
+"""Multitask heads (docs/method.md §4): one head for curated labels, one for noisy labels, on a shared backbone."""
 
 from __future__ import annotations
 
@@ -12,11 +12,26 @@ from fsdlib.errors import FsdError
 Activation = Literal["sigmoid", "softmax"]
 
 
+class ClassifierHead(nn.Sequential):
+    """A Sequential whose last layer (the logits) runs in float32 even under mixed-precision autocast.
+
+    bf16 logits keep 8 significant bits: sigmoid scores of large logits collapse into ties, which breaks the
+    ranking lwlrap measures. Without autocast, on float32 inputs, this is exactly `nn.Sequential`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *hidden, last = self
+        for layer in hidden:
+            x = layer(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return last(x.float())
+
+
 def classifier_head(
     in_features: int, n_classes: int, hidden: int = 1024, dropouts: tuple[float, float] = (0.2, 0.1)
-) -> nn.Sequential:
-    """Linear–ReLU–Dropout–Linear–ReLU–Dropout–Linear, returning logits."""
-    return nn.Sequential(
+) -> ClassifierHead:
+    """Linear–ReLU–Dropout–Linear–ReLU–Dropout–Linear, returning float32 logits."""
+    return ClassifierHead(
         nn.Linear(in_features, hidden),
         nn.ReLU(inplace=True),
         nn.Dropout(dropouts[0]),

@@ -1,0 +1,127 @@
+"""Loader side of training (docs/method.md §3, §5, §6): what a fold trains on, and its batches of cropped clips.
+
+Numpy slicing of memory-mapped stores only; the augmentations run later, in torch, on the batch side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from fsdlib.augment import crop_logmel, crop_wave
+from fsdlib.spec import ModelSpec
+from fsdlib.store import FeatureStore
+
+
+@dataclass
+class FoldData:
+    """What one (model, fold) trains on: stores and targets, and which curated clips are held out."""
+
+    curated: FeatureStore
+    curated_targets: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    noisy: FeatureStore | None = None
+    noisy_targets: np.ndarray | None = None
+    spl_targets: np.ndarray | None = None  # (n_noisy, C) soft pseudo labels for this student fold
+    spl_noisy_idx: np.ndarray | None = None  # noisy clips allowed in SPL batches (not in the validation fold)
+
+    def spl_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """SPL sampling pool: curated training clips (weight 1) then allowed noisy clips (N_cur / N_noisy).
+
+        Returns pool entries as (is_noisy, index) pairs in one (n, 2) array and their probabilities, so
+        curated and pseudo-labelled noisy clips are drawn 1:1 in expectation.
+        """
+        cur, noisy = self.train_idx, self.spl_noisy_idx
+        pool = np.concatenate([np.stack([np.zeros_like(cur), cur], 1), np.stack([np.ones_like(noisy), noisy], 1)])
+        weights = np.concatenate([np.ones(len(cur)), np.full(len(noisy), len(cur) / max(len(noisy), 1))])
+        return pool, weights / weights.sum()
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a training batch: cropped clips, their valid-frame masks (log-mel only) and targets."""
+
+    x: np.ndarray  # (B, frames, n_mels) float32 power log-mels or (B, samples) int16 waveforms
+    valid: np.ndarray | None  # (B, 2) [start, stop) frames of real content in each crop (log-mel only)
+    y: np.ndarray  # (B, C) targets
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training step's clips: curated always, noisy when multitask, soft-pseudo-labelled when SPL is on."""
+
+    curated: Part
+    noisy: Part | None = None
+    spl: Part | None = None
+
+    def parts(self) -> dict[str, Part]:
+        """The parts present, by name, in the fixed order curated, noisy, spl."""
+        named = {"curated": self.curated, "noisy": self.noisy, "spl": self.spl}
+        return {name: part for name, part in named.items() if part is not None}
+
+
+def cycling_indices(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Endless batches of indices into n items: shuffled passes, each item once per pass."""
+    carry = np.empty(0, dtype=np.int64)
+    while True:
+        while len(carry) < batch:
+            carry = np.concatenate([carry, rng.permutation(n)])
+        yield carry[:batch]
+        carry = carry[batch:]
+
+
+class BatchMaker:
+    """Draws clip indices and crops memory-mapped clips, all randomness from one seeded generator."""
+
+    def __init__(self, spec: ModelSpec, data: FoldData, steps_per_epoch: int, seed: int) -> None:
+        self.spec, self.data, self.steps = spec, data, steps_per_epoch
+        self.rng = np.random.default_rng(seed)
+        self.noisy = (
+            cycling_indices(len(data.noisy), spec.batch, self.rng)
+            if spec.multitask and data.noisy is not None else None
+        )
+        self.spl = data.spl_pool() if data.spl_targets is not None else None
+
+    def _crop(self, clips: list[np.ndarray], length: int, y: np.ndarray) -> Part:
+        if self.spec.family == "resnet":
+            x, valid = crop_logmel(clips, length, self.rng, self.spec.pad_mode)
+            return Part(x, valid, y)
+        return Part(crop_wave(clips, length, self.rng, self.spec.pad_mode), None, y)
+
+    def epoch(self) -> Iterator[Batch]:
+        """One epoch: a pass over the curated training fold, each step with a noisy batch when multitask."""
+        d = self.data
+        perm = self.rng.permutation(d.train_idx)
+        for step in range(self.steps):
+            idx = perm[step * self.spec.batch : (step + 1) * self.spec.batch]
+            length = int(self.rng.choice(self.spec.crops)) if self.spec.crops else self.spec.crop
+            curated = self._crop([d.curated[int(i)] for i in idx], length, d.curated_targets[idx])
+            noisy = None
+            if self.noisy is not None:
+                nidx = next(self.noisy)
+                noisy = self._crop([d.noisy[int(i)] for i in nidx], length, d.noisy_targets[nidx])
+            yield Batch(curated, noisy, self._spl_part(length) if self.spl is not None else None)
+
+    def _spl_part(self, length: int) -> Part:
+        """Curated clips (their labels) and pseudo-labelled noisy clips, 1:1 in expectation."""
+        d, (pool, prob) = self.data, self.spl
+        picks = pool[self.rng.choice(len(pool), size=self.spec.batch, p=prob)]
+        stores = (d.curated, d.noisy)
+        targets = np.stack([d.curated_targets[i] if s == 0 else d.spl_targets[i] for s, i in picks])
+        return self._crop([stores[s][int(i)] for s, i in picks], length, targets)
+
+
+def prefetch(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Prepare the next batch in a thread while the current one trains (numpy copies release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(next, batches, None)
+        while True:
+            batch = future.result()
+            if batch is None:
+                return
+            future = pool.submit(next, batches, None)
+            yield batch

@@ -1,0 +1,120 @@
+"""Snapshots and resume state of a training (docs/method.md §5): an interrupted run continues exactly.
+
+`state/<model>-fold<k>/` (outside DVC outputs) holds each finished cycle's snapshot and one `resume.pt` with the
+optimiser and scheduler states, the logged history and the out-of-fold predictions so far. It holds only
+tensors, containers, numbers and strings, and is read with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fsdlib.atomic import atomic_path
+from fsdlib.batches import FoldData
+from fsdlib.errors import FsdError
+from fsdlib.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+RESUME = "resume.pt"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, streamed (memory stays small for multi-GB feature stores)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def fingerprint(spec: ModelSpec, data: FoldData, name: str, fold: int, init: Path | None) -> str:
+    """What a resume state must match: the settings, the fold split, the stores' contents and the initial weights.
+
+    Hashing the stores reads them once per training start, a few seconds per GB: small beside training on them.
+    """
+    parts = [asdict(spec), name, fold, data.train_idx.tolist(), data.val_idx.tolist(),
+             file_digest(data.curated.path), None if data.noisy is None else file_digest(data.noisy.path),
+             None if init is None else file_digest(init),
+             None if data.spl_targets is None else hashlib.sha256(data.spl_targets.tobytes()).hexdigest()]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def save(obj: Any, path: Path) -> None:
+    """torch.save atomically, through a file object so the archive does not embed the temporary name."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
+
+
+def snapshot_path(state_dir: Path, cycle: int) -> Path:
+    """Where cycle `cycle` (1-based)'s weights are kept until the fold is finished."""
+    return state_dir / f"snapshot_{cycle}.pt"
+
+
+def save_cycle(model: torch.nn.Module, state: ResumeState, state_dir: Path, out_dir: Path, fingerprint: str) -> None:
+    """A finished cycle: its weights, then the resume state that refers to them, then the weights as an output."""
+    save(model.state_dict(), snapshot_path(state_dir, state.cycle))
+    state.save(state_dir, fingerprint)
+    publish_snapshot(state_dir, out_dir, state.cycle)
+
+
+def publish_snapshot(state_dir: Path, out_dir: Path, cycle: int) -> None:
+    """Copy a cycle's snapshot from the state dir to the outputs, atomically."""
+    snapshot = snapshot_path(state_dir, cycle)
+    with atomic_path(out_dir / snapshot.name) as tmp:
+        shutil.copyfile(snapshot, tmp)
+
+
+def load_init_weights(model: torch.nn.Module, path: Path) -> None:
+    """Start from another model's snapshot (init_from); the architectures must match but for the noisy head."""
+    if not path.is_file():
+        raise FsdError("init_from snapshot not found (train that model first)", path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("heads.noisy.")]  # a head may be added or dropped
+    unexpected = [k for k in unexpected if not k.startswith("heads.noisy.")]
+    if missing or unexpected:
+        raise FsdError(f"init_from snapshot does not fit this architecture (missing {missing[:3]}, "
+                       f"unexpected {unexpected[:3]})", path)
+
+
+@dataclass
+class ResumeState:
+    """Everything after cycle `cycle` that an uninterrupted run would still hold in memory."""
+
+    cycle: int  # finished cycles
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    history: list[dict[str, float]]  # one logged row per epoch
+    oof: list[np.ndarray]  # validation predictions, one (n_val, C) array per finished cycle
+
+    def save(self, state_dir: Path, fingerprint: str) -> None:
+        """Write resume.pt (after the cycle's snapshot, which it refers to)."""
+        save({"fingerprint": fingerprint, "cycle": self.cycle, "optimizer": self.optimizer,
+              "scheduler": self.scheduler, "history": self.history,
+              "oof": [torch.from_numpy(p) for p in self.oof]}, state_dir / RESUME)
+
+    @classmethod
+    def load(cls, state_dir: Path, fingerprint: str) -> ResumeState | None:
+        """The state in `state_dir` if it is readable, matches `fingerprint` and its snapshot exists; else None."""
+        path = state_dir / RESUME
+        if not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged or foreign state is not fatal: start over
+            log.warning("%s: ignoring unreadable resume state (%s)", path, exc)
+            return None
+        if state.get("fingerprint") != fingerprint:
+            log.info("%s: settings or data changed since the resume state was written; starting over", path)
+            return None
+        if not snapshot_path(state_dir, state["cycle"]).is_file():
+            log.warning("%s: its snapshot is missing; starting over", path)
+            return None
+        return cls(state["cycle"], state["optimizer"], state["scheduler"], state["history"],
+                   [t.numpy() for t in state["oof"]])

@@ -1,0 +1,146 @@
+"""The settings of one model of the ensemble (docs/method.md §7), shared by training and inference.
+
+A leaf of the package (it imports only fsdlib.errors at load time), so that the loader, the models and inference
+can use its choices and validators: the one definition of the valid families, activations and pad modes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fsdlib.errors import FsdError
+
+if TYPE_CHECKING:
+    from fsdlib.augment import LogMelAugmentConfig, WaveAugmentConfig
+    from fsdlib.models import TaggingModel
+
+FAMILIES = ("resnet", "envnet")  # log-mel ResNet | waveform EnvNet-v2
+ACTIVATIONS = ("sigmoid", "softmax")
+OPTIMIZERS = ("adam", "sgd")
+PAD_MODES = ("zero", "loop")  # silence, or copies of the clip
+SPL_VARIANTS = ("all_folds", "leak_free")
+
+
+def check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """FsdError unless `value` is one of `allowed`, naming the setting and the choices."""
+    if value not in allowed:
+        raise FsdError(f"{what} must be {' or '.join(allowed)}, got {value!r}")
+
+
+def check_pad_mode(pad_mode: str) -> None:
+    """The one check of a pad mode, for training crops and TTA pads alike."""
+    check_choice("pad_mode", pad_mode, PAD_MODES)
+
+
+def check_activation(activation: str) -> None:
+    """The one check of an output activation."""
+    check_choice("activation", activation, ACTIVATIONS)
+
+
+def check_family(family: str) -> None:
+    """The one check of a model family."""
+    check_choice("family", family, FAMILIES)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the ensemble, as written under `models.<name>` in params.yaml; checked when built."""
+
+    family: str  # resnet (log-mel) | envnet (waveform)
+    activation: str = "sigmoid"  # sigmoid | softmax
+    crop: int = 512  # frames (resnet) or samples (envnet)
+    crops: tuple[int, ...] | None = None  # varying crop lengths: each step draws one (instead of `crop`)
+    batch: int = 64
+    cycles: int = 8
+    epochs_per_cycle: int = 64
+    lr_max: float = 1e-3
+    lr_min: float = 1e-6
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    multitask: bool = True
+    noisy_weight: float = 1.0
+    init_from: str | None = None  # another model's name: start from its same-fold final snapshot
+    pad_mode: str = "zero"  # zero | loop, for short training crops and TTA pads
+    seed: int = 0
+    arch: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, Any] = field(default_factory=dict)
+    spl: dict[str, Any] = field(default_factory=dict)  # soft pseudo labels: {variant, weight}; empty = off
+    snapshot_cycles: tuple[int, ...] | None = None  # cycles used at prediction time (1-based); None = all
+    tta_pads: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Check every setting before any work; FsdError names the bad value."""
+        check_family(self.family)
+        check_activation(self.activation)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_pad_mode(self.pad_mode)
+        checks = [
+            (self.crop > 0 and self.batch > 0, "crop and batch must be positive"),
+            (not self.crops or min(self.crops) > 0, f"crops must be positive lengths, got {self.crops}"),
+            (self.cycles > 0 and self.epochs_per_cycle > 0, "cycles and epochs_per_cycle must be positive"),
+            (0 < self.lr_min <= self.lr_max, f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}"),
+            (not self.spl or self.spl.get("variant") in SPL_VARIANTS,
+             f"spl.variant must be {' or '.join(SPL_VARIANTS)}, got {self.spl.get('variant')!r}"),
+            (not self.spl or self.activation == "sigmoid", "soft pseudo labels train a sigmoid curated head"),
+            (not self.snapshot_cycles or all(0 < c <= self.cycles for c in self.snapshot_cycles),
+             f"snapshot_cycles must lie in 1..{self.cycles}, got {self.snapshot_cycles}"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                raise FsdError(problem)
+        self.augment_config()
+
+    @classmethod
+    def from_params(cls, values: dict[str, Any], name: str) -> ModelSpec:
+        """The spec of params section `models.<name>`: YAML lists become tuples; errors start `models.<name>: `."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise FsdError(f"models.{name}: unknown keys {unknown} (known: {sorted(known)})")
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        except FsdError as exc:
+            raise FsdError(f"models.{name}: {exc}") from None
+        except TypeError as exc:  # a missing family, or a value of the wrong type
+            raise FsdError(f"models.{name}: {exc}") from None
+
+    def seed_for(self, *parts: Any) -> int:
+        """A stable 63-bit seed from the spec's seed and `parts` (so each cycle's randomness is independent of resume)."""
+        digest = hashlib.sha256(json.dumps([self.seed, *parts], default=str).encode()).digest()
+        return int.from_bytes(digest[:8], "little") >> 1
+
+    @property
+    def kind(self) -> str:
+        """The feature store kind the family reads."""
+        return "logmel" if self.family == "resnet" else "wave"
+
+    @property
+    def spl_variant(self) -> str | None:
+        return self.spl.get("variant") if self.spl else None
+
+    @property
+    def spl_weight(self) -> float:
+        return float(self.spl.get("weight", 20.0))
+
+    def augment_config(self) -> LogMelAugmentConfig | WaveAugmentConfig:
+        """The family's augmentation settings from `augment`."""
+        from fsdlib.augment import LogMelAugmentConfig, WaveAugmentConfig  # late: augment may use this module
+
+        cls = LogMelAugmentConfig if self.family == "resnet" else WaveAugmentConfig
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()})
+        except TypeError as exc:
+            raise FsdError(f"bad augment settings for {self.family}: {exc}") from None
+
+    def build(self, n_classes: int) -> TaggingModel:
+        """The network in channels-last memory, the layout oneDNN and cuDNN run fastest."""
+        from fsdlib.models import build_model  # late: the models may use this module's validators
+
+        model = build_model(self.family, n_classes, self.multitask, **dict(self.arch))
+        return model.to(memory_format=torch.channels_last)

@@ -1,0 +1,27 @@
+"""Settings dataclasses built from params.yaml for the stages that train, predict or tag (they load torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fsdlib.features import LogMelConfig
+from fsdlib.inference import InferenceConfig
+from fsdlib.spec import ModelSpec
+from stages.common import PARAMS, build, section
+
+
+def model_spec(params: dict[str, Any], name: str, path: Path = PARAMS) -> ModelSpec:
+    """The ModelSpec of `models.<name>`."""
+    return ModelSpec.from_params(section(params, f"models.{name}", path), name)
+
+
+def inference_config(params: dict[str, Any], path: Path = PARAMS) -> InferenceConfig:
+    """The batching settings of inference (`inference`)."""
+    return build(InferenceConfig, section(params, "inference", path), "inference", path)
+
+
+def logmel_config(params: dict[str, Any], path: Path = PARAMS) -> LogMelConfig:
+    """The log-mel settings of `features`, without the feature stage's own `batch_seconds`."""
+    values = {k: v for k, v in section(params, "features", path).items() if k != "batch_seconds"}
+    return build(LogMelConfig, values, "features", path)
