@@ -54,7 +54,8 @@ from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.schedule import build_optimizer
 from fsdlib.spec import ModelSpec
 from fsdlib.train import Trainer
-from stages.common import build, load_params, model_spec, section
+from stages.common import build, load_params, section
+from stages.settings import model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_MAX_SAMPLES = 16

@@ -82,5 +82,5 @@ def load_wav(path: str | Path) -> np.ndarray:
 
 
 def to_float(wave: np.ndarray) -> np.ndarray:
-    """int16 samples to float32 in [-1, 1): the EnvNet input scale (SPEC section 2)."""
+    """int16 samples to float32 in [-1, 1): the EnvNet input scale (docs/method.md §2)."""
     return wave.astype(np.float32) / np.float32(32768.0)

@@ -150,7 +150,7 @@ def _read_test(root: Path, classes: tuple[str, ...]) -> Subset:
 
 
 def read_dataset(root: str | Path) -> Dataset:
-    """Read and validate an FSDKaggle2019 root (SPEC section 1); raises FsdError naming file and problem."""
+    """Read and validate an FSDKaggle2019 root (docs/method.md §1); raises FsdError naming file and problem."""
     root = Path(root)
     if not root.is_dir():
         raise FsdError("dataset root not found (set data.root in params.yaml)", root)

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numba
@@ -39,6 +39,15 @@ class LogMelConfig:
     hop_length: int = 347
     fmin: float = 20.0
     fmax: float = 22050.0
+
+    @classmethod
+    def from_params(cls, values: dict) -> LogMelConfig:
+        """The log-mel settings of the `features` params section (its `batch_seconds` belongs to the stage)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known - {"batch_seconds"})
+        if unknown:
+            raise FsdError(f"features: unknown keys {unknown} (known: {sorted(known)}, batch_seconds)")
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 @numba.njit(nogil=True, cache=True)

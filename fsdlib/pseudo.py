@@ -1,4 +1,4 @@
-"""Soft pseudo labels for noisy clips (SPEC section 6): teacher predictions, sharpened, in two variants.
+"""Soft pseudo labels for noisy clips (docs/method.md §6): teacher predictions, sharpened, in two variants.
 
 `all_folds` (the paper's) averages the teacher's fold models, so every student fold sees labels that
 carry knowledge of its own validation clips; `leak_free` gives student fold k the labels of teacher fold k

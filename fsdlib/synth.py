@@ -1,6 +1,6 @@
 """The demo dataset: a synthetic FSDKaggle2019-layout root whose classes are distinct sound types.
 
-It stands in for the real data on this CPU-only machine (SPEC section 10): curated and test clips are
+It stands in for the real data on this CPU-only machine (docs/method.md §10): curated and test clips are
 clean and reliably labelled; noisy clips come from a shifted domain and carry partly wrong labels.
 """
 

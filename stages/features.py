@@ -6,17 +6,16 @@ import typer
 
 from fsdlib.atomic import atomic_dir
 from fsdlib.dataset import label_table, read_dataset
-from fsdlib.features import build_feature_store
+from fsdlib.features import LogMelConfig, build_feature_store
 from fsdlib.paths import PATHS
 from stages.common import PARAMS, load_params, section, stage
-from stages.settings import logmel_config
 
 
 @stage
 def features(params: Path = typer.Option(PARAMS, help="params file"), out: Path = typer.Option(PATHS.features)) -> None:
     """Compute the feature store of all subsets, and the label table beside them."""
     p = load_params(params)
-    cfg = logmel_config(p, params)
+    cfg = LogMelConfig.from_params(section(p, "features", params))
     batch_seconds = section(p, "features", params).get("batch_seconds", 60.0)
     dataset = read_dataset(section(p, "data", params)["root"])
     with atomic_dir(out) as tmp:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsdlib.features import LogMelConfig
 from fsdlib.inference import InferenceConfig
 from fsdlib.spec import ModelSpec
 from stages.common import PARAMS, build, section
@@ -20,8 +19,3 @@ def inference_config(params: dict[str, Any], path: Path = PARAMS) -> InferenceCo
     """The batching settings of inference (`inference`)."""
     return build(InferenceConfig, section(params, "inference", path), "inference", path)
 
-
-def logmel_config(params: dict[str, Any], path: Path = PARAMS) -> LogMelConfig:
-    """The log-mel settings of `features`, without the feature stage's own `batch_seconds`."""
-    values = {k: v for k, v in section(params, "features", path).items() if k != "batch_seconds"}
-    return build(LogMelConfig, values, "features", path)

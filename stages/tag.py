@@ -9,10 +9,11 @@ import typer
 from fsdlib.atomic import write_text
 from fsdlib.dataset import read_label_table
 from fsdlib.errors import FsdError
+from fsdlib.features import LogMelConfig
 from fsdlib.paths import PATHS
 from fsdlib.tagger import Tagger, ensemble_members, expand_paths, render_tags
-from stages.common import PARAMS, fold_ids, load_params, stage
-from stages.settings import inference_config, logmel_config, model_spec
+from stages.common import PARAMS, fold_ids, load_params, section, stage
+from stages.settings import inference_config, model_spec
 
 
 class Format(StrEnum):
@@ -40,7 +41,8 @@ def tag(
     p = load_params(params)
     members = ensemble_members(weights.value, lambda name: model_spec(p, name, params), fold_ids(p, params))
     classes, _ = read_label_table(PATHS.labels)
-    tagger = Tagger(members, classes, logmel_config(p, params), inference_config(p, params), device)
+    logmel = LogMelConfig.from_params(section(p, "features", params))
+    tagger = Tagger(members, classes, logmel, inference_config(p, params), device)
     files = expand_paths(paths)
     if not files:
         raise FsdError("no .wav files found in the given paths")

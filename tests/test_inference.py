@@ -1,4 +1,4 @@
-"""Inference (SPEC §8): length grouping, group padding, padding TTA, and edge cases, on tiny models."""
+"""Inference (docs/method.md §8): length grouping, group padding, padding TTA, and edge cases, on tiny models."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _clips(family: str, lengths: list[int], seed: int = 0) -> list[np.ndarray]:
 
 
 def _reference_logmel(power: np.ndarray, pad: int = 0) -> tuple[np.ndarray, float]:
-    """SPEC §2/§8 written out in float64: TTA pad at max power × 1e-8 (max dB − 80), dB with floor 1e-10 and
+    """docs/method.md §2/§8 written out in float64: TTA pad at max power × 1e-8 (max dB − 80), dB with floor 1e-10 and
     an 80 dB range, standardised by the clip's own statistics (a constant clip gives 0). Returns the input
     (n_mels, frames) and its silence: the quietest input value, which is the floor whenever the clip reaches it."""
     power = power.astype(np.float64)

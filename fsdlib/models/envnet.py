@@ -1,4 +1,4 @@
-"""EnvNet-v2 on raw waveforms (SPEC §4): 1-D filter banks, a channel/height swap, then 2-D convolutions."""
+"""EnvNet-v2 on raw waveforms (docs/method.md §4): 1-D filter banks, a channel/height swap, then 2-D convolutions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ResNet on log-mel spectrograms (SPEC §4): torchvision's layout, one input channel, global max pooling."""
+"""ResNet on log-mel spectrograms (docs/method.md §4): torchvision's layout, one input channel, global max pooling."""
 
 from __future__ import annotations
 
