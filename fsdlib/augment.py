@@ -15,10 +15,13 @@ import numpy as np
 import torch
 
 from fsdlib.errors import FsdError
+from fsdlib.spec import check_choice, check_pad_mode
 
 PadMode = Literal["zero", "loop"]
 WaveOrder = Literal["crop_first", "authors"]
 MixupMode = Literal["linear", "bc"]
+WAVE_ORDERS = ("crop_first", "authors")
+MIXUP_MODES = ("linear", "bc")
 DB_FLOOR_POWER = 1e-10
 DB_RANGE = 80.0
 STD_EPS = 1e-7
@@ -54,7 +57,8 @@ class WaveAugmentConfig:
     (linear resampling) and gain. "authors" (docs/method.md §11): the loader scales the whole clip
     (nearest-neighbour) before padding and cropping (`crop_wave_scaled`), then the batch gets mixup and gain.
     `mixup_mode` "linear": λ·x1 + (1-λ)·x2; "bc": BC-learning mixing, corrected for the clips' gains (`bc_mixup`).
-    The authors apply every waveform augmentation to every sample: p = 1.
+    The authors apply every waveform augmentation to every sample: p = 1. These defaults (crop_first, linear,
+    p 0.5) are fsdlib's; params/paper.yaml sets the authors' (authors, bc, 1.0) in each EnvNet's `augment`.
     """
 
     mixup: bool = True
@@ -68,10 +72,8 @@ class WaveAugmentConfig:
     mixup_mode: MixupMode = "linear"
 
     def __post_init__(self) -> None:
-        if self.order not in ("crop_first", "authors"):
-            raise FsdError(f"wave augment order must be 'crop_first' or 'authors', got {self.order!r}")
-        if self.mixup_mode not in ("linear", "bc"):
-            raise FsdError(f"wave mixup_mode must be 'linear' or 'bc', got {self.mixup_mode!r}")
+        check_choice("wave augment order", self.order, WAVE_ORDERS)
+        check_choice("wave augment mixup_mode", self.mixup_mode, MIXUP_MODES)
 
     @property
     def scales_on_loader(self) -> bool:
@@ -83,11 +85,6 @@ class WaveAugmentConfig:
 # Loader side: numpy slicing only.
 
 
-def _check_pad_mode(pad_mode: str) -> None:
-    if pad_mode not in ("zero", "loop"):
-        raise FsdError(f"pad_mode must be 'zero' or 'loop', got {pad_mode!r}")
-
-
 def crop_logmel(
     clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +94,7 @@ def crop_logmel(
     Returns the batch (B, length, n_mels) float32 and `valid` (B, 2) int64: the [start, stop) frames
     of real content in each crop, which the additional crop of `augment_logmel` stays within.
     """
-    _check_pad_mode(pad_mode)
+    check_pad_mode(pad_mode)
     n_mels = clips[0].shape[1]
     batch = np.zeros((len(clips), length, n_mels), dtype=np.float32)
     valid = np.zeros((len(clips), 2), dtype=np.int64)
@@ -121,7 +118,7 @@ def crop_logmel(
 def crop_wave(clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero") -> np.ndarray:
     """Pad each int16 clip with length/2 samples on both sides (zeros, or the clip wrapped around for
     "loop"), take a random window of `length`, and scale to float32 in [-1, 1)."""
-    _check_pad_mode(pad_mode)
+    check_pad_mode(pad_mode)
     left, right = length // 2, length - length // 2
     batch = np.zeros((len(clips), length), dtype=np.float32)
     for i, clip in enumerate(clips):
@@ -149,7 +146,7 @@ def crop_wave_scaled(
     others keep f = 1, which is exactly `crop_wave`'s crop), then for each clip in turn its window start
     rng.integers(0, int(n·f) + 1).
     """
-    _check_pad_mode(pad_mode)
+    check_pad_mode(pad_mode)
     low, high = scale_range
     if not 0 < low <= high:
         raise FsdError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")

@@ -1,6 +1,7 @@
 """Loader side of training (docs/method.md §3, §5, §6): what a fold trains on, and its batches of cropped clips.
 
-Numpy slicing of memory-mapped stores only; the augmentations run later, in torch, on the batch side.
+Numpy slicing of memory-mapped stores only; the augmentations run later, in torch, on the batch side, except the
+authors' whole-clip time scaling of waveforms (docs/method.md §11), which happens before the crop.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fsdlib.augment import crop_logmel, crop_wave
+from fsdlib.augment import WaveAugmentConfig, crop_logmel, crop_wave, crop_wave_scaled
 from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore
 
@@ -85,12 +86,19 @@ class BatchMaker:
             if spec.multitask and data.noisy is not None else None
         )
         self.spl = data.spl_pool() if data.spl_targets is not None else None
+        augment = spec.augment_config()
+        self.wave_scaling = augment if isinstance(augment, WaveAugmentConfig) and augment.scales_on_loader else None
 
     def _crop(self, clips: list[np.ndarray], length: int, y: np.ndarray) -> Part:
-        if self.spec.family == "resnet":
-            x, valid = crop_logmel(clips, length, self.rng, self.spec.pad_mode)
+        """One part's crops: log-mel windows, or waveform windows (of the time-scaled clips in the authors' order)."""
+        spec, scaling = self.spec, self.wave_scaling
+        if spec.family == "resnet":
+            x, valid = crop_logmel(clips, length, self.rng, spec.pad_mode)
             return Part(x, valid, y)
-        return Part(crop_wave(clips, length, self.rng, self.spec.pad_mode), None, y)
+        if scaling is not None:
+            x = crop_wave_scaled(clips, length, self.rng, scaling.scale_range, scaling.p, spec.pad_mode)
+            return Part(x, None, y)
+        return Part(crop_wave(clips, length, self.rng, spec.pad_mode), None, y)
 
     def epoch(self) -> Iterator[Batch]:
         """One epoch: a pass over the curated training fold, each step with a noisy batch when multitask."""

@@ -1,8 +1,9 @@
 """Weighted averaging of model predictions, and ensemble weights fitted on out-of-fold (OOF) predictions.
 
 The paper's fixed weights (A:B:C:D:E:F = 3:4:3:1:1:1) sit beside weights fitted here (docs/method.md §9.4).
-Fitting the weights on the OOF predictions and reporting lwlrap on those same predictions is optimistic:
-the weights have seen the clips they are scored on. Only the test set gives an honest figure for them.
+Fitting the weights (or choosing snapshots, §11) on the OOF predictions and reporting lwlrap on those same
+predictions is optimistic: the choice has seen the clips it is scored on. `nested_cv` makes every choice for
+fold k on the other folds only and scores it on fold k, an honest estimate beside the test set's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from fsdlib.errors import FsdError
 from fsdlib.metrics import lwlrap
+from fsdlib.selection import SnapshotGrid, average, fold_selections
 
 DEFAULT_STEPS = 60
 _STEP_SIZES = (0.25, 0.1, 0.05, 0.02)
@@ -47,6 +49,29 @@ def _with_ensembles(preds: dict[str, np.ndarray], fixed: dict[str, float],
     """The models' predictions followed by the fixed-weight and the fitted-weight averages."""
     return {**preds, "ensemble_fixed": weighted_average(preds, fixed),
             "ensemble_fitted": weighted_average({m: preds[m] for m in fitted}, fitted)}
+
+
+def nested_cv(grids: dict[str, SnapshotGrid], truth: np.ndarray, folds: np.ndarray, fixed: dict[str, float],
+              mode: str) -> dict[str, float]:
+    """Nested CV lwlrap of each model's snapshot selection and of both ensembles, keys as `combine`'s.
+
+    For each fold k, every model's cycles and pads (`mode` of fsdlib/selection.py) and the fitted weights are
+    chosen on the OOF clips of the other folds and applied to fold k; the pooled predictions are scored once.
+    Clips some model has no OOF prediction for are left out, as in `combine`.
+    """
+    known = np.all([np.isfinite(grids[m].oof).all(axis=(0, 1, 3)) for m in fixed], axis=0)
+    folds, truth = np.asarray(folds)[known], np.asarray(truth)[known]
+    grids = {m: grids[m].restricted(known) for m in fixed}
+    chosen = {m: fold_selections(g.oof, truth, folds, g.cycles, g.pads, mode) for m, g in grids.items()}
+    pooled: dict[str, np.ndarray] = {}
+    for k in chosen[next(iter(fixed))]:
+        held, rest = folds == k, folds != k
+        fitted = fit_weights({m: average(g.oof[:, :, rest], g.cycles, g.pads, chosen[m][k])
+                              for m, g in grids.items() if fixed[m] > 0}, truth[rest])
+        held_out = {m: average(g.oof[:, :, held], g.cycles, g.pads, chosen[m][k]) for m, g in grids.items()}
+        for name, pred in _with_ensembles(held_out, fixed, fitted).items():
+            pooled.setdefault(name, np.zeros(truth.shape))[held] = pred
+    return {name: lwlrap(truth, pred) for name, pred in pooled.items()}
 
 
 def weighted_average(preds: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """A model's predictions over its trained folds, read from and written to the pipeline's layout.
 
-Test and out-of-fold (OOF) predictions feed the ensemble (docs/method.md §8); the teacher's predictions on the
-noisy clips become the soft pseudo labels (docs/method.md §6).
+Test and out-of-fold (OOF) predictions per snapshot cycle and TTA pad feed the ensemble, which chooses among them
+(docs/method.md §8, §11); the teacher's predictions on the noisy clips become the soft pseudo labels (§6).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fsdlib.errors import FsdError
 from fsdlib.fold_data import curated_folds, open_subset
 from fsdlib.inference import InferenceConfig
 from fsdlib.paths import PATHS, Paths
-from fsdlib.predict import predict_snapshot_sets, predict_snapshots, snapshot_paths
+from fsdlib.predict import predict_snapshot_grid, predict_snapshots, snapshot_cycle, snapshot_paths
 from fsdlib.pseudo import VARIANTS, label_frame, soft_labels
 from fsdlib.spec import ModelSpec
 
@@ -28,42 +28,56 @@ log = logging.getLogger(__name__)
 
 def model_predictions(name: str, spec: ModelSpec, folds: Sequence[int], cfg: InferenceConfig, device: str = "auto",
                       paths: Paths = PATHS) -> dict[str, np.ndarray]:
-    """Test predictions averaged over the folds, and each fold's predictions of its held-out curated clips (OOF).
+    """Per (snapshot cycle, TTA pad): test predictions averaged over the folds, and each fold's predictions of its
+    held-out curated clips (OOF), so that the ensemble can choose cycles and pads (docs/method.md §11).
 
-    Every snapshot is loaded once for both clip sets; OOF rows of folds not listed stay NaN.
+    `oof` is (cycles, pads, curated clips, C), its rows of folds not listed NaN; `test` is (cycles, pads, test clips,
+    C). The cycles are the spec's snapshot_cycles (all when unset), the pads its tta_pads (pad 0 when empty).
     """
     classes, labels = read_label_table(paths.labels)
     test, _ = open_subset("test", spec.kind, labels, paths.features)
     curated, _ = open_subset("curated", spec.kind, labels, paths.features)
     assignment = curated_folds(curated, paths)
+    cycles = spec.snapshot_cycles or tuple(range(1, spec.cycles + 1))
+    pads = tuple(spec.tta_pads) or (0,)
     test_clips = [test[i] for i in range(len(test))]
-    test_sum = np.zeros((len(test), len(classes)))
-    oof = np.full((len(curated), len(classes)), np.nan, dtype=np.float32)
+    test_sum = np.zeros((len(cycles), len(pads), len(test), len(classes)))
+    oof = np.full((len(cycles), len(pads), len(curated), len(classes)), np.nan, dtype=np.float32)
     for k in folds:
-        snapshots = snapshot_paths(paths.fold_dir(name, k), spec.snapshot_cycles)
+        snapshots = snapshot_paths(paths.fold_dir(name, k), cycles)
         held_out = np.flatnonzero(assignment == k)
-        log.info("%s fold %d: %d snapshots × pads %s", name, k, len(snapshots), list(spec.tta_pads) or [0])
-        oof[held_out], test_fold = predict_snapshot_sets(spec, len(classes), snapshots,
-                                                         [[curated[int(i)] for i in held_out], test_clips],
-                                                         spec.tta_pads, cfg, device)
+        log.info("%s fold %d: cycles %s × pads %s", name, k, list(cycles), list(pads))
+        oof[:, :, held_out], test_fold = predict_snapshot_grid(spec, len(classes), snapshots,
+                                                               [[curated[int(i)] for i in held_out], test_clips],
+                                                               pads, cfg, device)
         test_sum += test_fold
     return {"test_fnames": np.array(test.fnames), "test": (test_sum / len(folds)).astype(np.float32),
-            "curated_fnames": np.array(curated.fnames), "oof": oof, "classes": np.array(classes)}
+            "curated_fnames": np.array(curated.fnames), "curated_folds": assignment, "oof": oof,
+            "cycles": np.array(cycles), "pads": np.array(pads), "classes": np.array(classes)}
 
 
 def teacher_predictions(name: str, spec: ModelSpec, folds: Sequence[int], device: str = "auto",
-                        paths: Paths = PATHS) -> dict[str, np.ndarray]:
-    """Every noisy clip predicted at full length by each teacher fold (mean over all its snapshots)."""
+                        paths: Paths = PATHS, cycles: dict[int, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """Every noisy clip predicted at full length by each teacher fold, the mean over its snapshots.
+
+    `cycles` maps a fold to the snapshot cycles it averages (docs/method.md §11); a fold absent from it, or
+    cycles None, averages all of them. `cycles_used` records the choice, one row per fold, one column per cycle.
+    """
     classes, labels = read_label_table(paths.labels)
     noisy, _ = open_subset("noisy", spec.kind, labels, paths.features)
     clips = [noisy[i] for i in range(len(noisy))]
-    preds = []
+    cycles = cycles or {}
+    preds, used = [], []
     for k in folds:
-        snapshots = snapshot_paths(paths.fold_dir(name, k))
-        log.info("teacher %s fold %d: %d snapshots on %d noisy clips", name, k, len(snapshots), len(clips))
+        snapshots = snapshot_paths(paths.fold_dir(name, k), cycles.get(k))
+        used.append([snapshot_cycle(path) for path in snapshots])
+        log.info("teacher %s fold %d: cycles %s on %d noisy clips", name, k, used[-1], len(clips))
         preds.append(predict_snapshots(spec, len(classes), snapshots, clips, device=device))
+    used_mask = np.zeros((len(folds), max(max(u) for u in used)), dtype=bool)
+    for row, chosen in enumerate(used):
+        used_mask[row, np.array(chosen) - 1] = True
     return {"fnames": np.array(noisy.fnames), "folds": np.array(folds), "preds": np.stack(preds),
-            "classes": np.array(classes)}
+            "cycles_used": used_mask, "classes": np.array(classes)}
 
 
 def pseudo_label_tables(teacher: Path, temperature: float) -> dict[str, pd.DataFrame]:
@@ -84,7 +98,7 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_predictions(models: Sequence[str], paths: Paths = PATHS) -> dict[str, dict[str, np.ndarray]]:
-    """Each model's predictions file, checked for the same clips and classes as the first one."""
+    """Each model's predictions file (per cycle and pad), checked for the same clips, folds and classes as the first."""
     out = {}
     for name in models:
         path = paths.predictions_of(name)
@@ -92,8 +106,10 @@ def load_predictions(models: Sequence[str], paths: Paths = PATHS) -> dict[str, d
             raise FsdError(f"predictions of model {name} not found (run predict@{name})", path)
         with np.load(path) as z:
             out[name] = {k: z[k] for k in z.files}
+        if "cycles" not in out[name] or out[name]["oof"].ndim != 4:
+            raise FsdError("predictions without per-cycle and per-pad arrays (an older layout); rerun predict", path)
         first = out[models[0]]
-        for key in ("test_fnames", "curated_fnames", "classes"):
+        for key in ("test_fnames", "curated_fnames", "curated_folds", "classes"):
             if not np.array_equal(out[name][key], first[key]):
                 raise FsdError(f"{key} differ from those of model {models[0]}; rerun predict", path)
     return out

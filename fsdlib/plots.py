@@ -57,9 +57,10 @@ def plot_per_class(per_class: dict[str, np.ndarray], classes: Sequence[str], pat
     _save(fig, path)
 
 
-def plot_cv_per_model(scores: dict[str, float], path: Path, title: str,
-                      reference: dict[str, float] | None = None) -> None:
-    """Bars of CV lwlrap per model and ensemble with their values; reference values (e.g. the paper's) as markers.
+def plot_cv_per_model(scores: dict[str, float], path: Path, title: str, reference: dict[str, float] | None = None,
+                      reference_label: str = "reference") -> None:
+    """Bars of CV lwlrap per model and ensemble with their values; reference values (e.g. the paper's, or every
+    snapshot's average beside the chosen snapshots') as markers labelled `reference_label`.
 
     Reference names without a score get a column with only the marker.
     """
@@ -82,7 +83,7 @@ def plot_cv_per_model(scores: dict[str, float], path: Path, title: str,
     ref = [(i, reference[name]) for i, name in enumerate(names) if name in reference]
     if ref:
         rx, ry = zip(*ref, strict=True)
-        ax.plot(rx, ry, linestyle="none", marker="D", color="C3", label="reference")
+        ax.plot(rx, ry, linestyle="none", marker="D", color="C3", label=reference_label)
         for i, value in ref:
             ax.annotate(f"{value:.3f}", (i, value), xytext=(8, -3), textcoords="offset points", fontsize=7, color="C3")
     ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")

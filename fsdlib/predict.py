@@ -1,4 +1,4 @@
-"""Predictions of a trained model: its fold snapshots averaged over snapshots × pads (docs/method.md §7, §8)."""
+"""Predictions of a trained model's fold snapshots, per snapshot and pad or averaged (docs/method.md §7, §8)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ from fsdlib.models import TaggingModel
 from fsdlib.spec import ModelSpec
 
 _SNAPSHOT = re.compile(r"snapshot_(\d+)\.pt$")
+
+
+def snapshot_cycle(path: Path) -> int:
+    """The cycle (1-based) a snapshot file was saved after."""
+    match = _SNAPSHOT.search(path.name)
+    if match is None:
+        raise FsdError("not a snapshot file (snapshot_<cycle>.pt)", path)
+    return int(match.group(1))
 
 
 def snapshot_paths(fold_dir: Path, cycles: Sequence[int] | None = None) -> list[Path]:
@@ -51,23 +59,35 @@ def predict_snapshots(
     device: str = "auto",
 ) -> np.ndarray:
     """Mean over snapshots of the padding-TTA prediction of every clip: (n_clips, n_classes)."""
-    return predict_snapshot_sets(spec, n_classes, paths, [clips], pads, cfg, device)[0]
+    total: np.ndarray | None = None
+    for path in paths:
+        model = load_snapshot(spec, n_classes, path, device)
+        p = predict_clips(model, clips, spec.kind, spec.activation, pads, spec.pad_mode, cfg, device)
+        total = p.astype(np.float64) if total is None else total + p
+    if total is None:
+        raise FsdError("no snapshots to predict with")
+    return (total / len(paths)).astype(np.float32)
 
 
-def predict_snapshot_sets(
+def predict_snapshot_grid(
     spec: ModelSpec,
     n_classes: int,
     paths: Sequence[Path],
     clip_sets: Sequence[Sequence[np.ndarray]],
-    pads: Sequence[int] = (),
+    pads: Sequence[int],
     cfg: InferenceConfig = InferenceConfig(),
     device: str = "auto",
 ) -> list[np.ndarray]:
-    """`predict_snapshots` for several clip sets, each snapshot loaded once; every set is grouped on its own."""
-    totals: list[np.ndarray | None] = [None] * len(clip_sets)
-    for path in paths:
-        model = load_snapshot(spec, n_classes, path, device)
-        for i, clips in enumerate(clip_sets):
-            p = predict_clips(model, clips, spec.kind, spec.activation, pads, spec.pad_mode, cfg, device)
-            totals[i] = p.astype(np.float64) if totals[i] is None else totals[i] + p
-    return [(total / len(paths)).astype(np.float32) for total in totals]
+    """Every snapshot's prediction at every pad, kept apart so that they can be chosen later (docs/method.md §11).
+
+    One (n_snapshots, n_pads, n_clips, n_classes) array per clip set; each snapshot is loaded and folded for
+    inference once, and each set is grouped by length on its own.
+    """
+    pads = list(pads) or [0]
+    grids = [np.empty((len(paths), len(pads), len(clips), n_classes), dtype=np.float32) for clips in clip_sets]
+    for s, path in enumerate(paths):
+        model = load_snapshot(spec, n_classes, path, device).for_inference()
+        for grid, clips in zip(grids, clip_sets, strict=True):
+            for j, pad in enumerate(pads):
+                grid[s, j] = predict_clips(model, clips, spec.kind, spec.activation, (pad,), spec.pad_mode, cfg, device)
+    return grids

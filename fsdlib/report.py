@@ -1,7 +1,8 @@
 """The ensemble's outputs: CV and test lwlrap of every model and ensemble, the submission, the weights and plots.
 
 CV scores are on out-of-fold predictions of the curated clips; test scores (overall, Public, Private) only where the
-test labels are known (docs/method.md §8).
+test labels are known (docs/method.md §8). Each model first averages the snapshot cycles and pads chosen for it
+(docs/method.md §11); selection.json sets the chosen CV beside every snapshot's, the nested estimate and the test.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import pandas as pd
 
 from fsdlib.atomic import atomic_path, write_json
 from fsdlib.dataset import Labels, read_label_table
-from fsdlib.ensemble import Ensemble, combine
+from fsdlib.ensemble import Ensemble, combine, nested_cv
 from fsdlib.fold_predictions import load_predictions
 from fsdlib.metrics import lwlrap, lwlrap_per_class
 from fsdlib.paths import PATHS, Paths
 from fsdlib.plots import mean_curves, plot_cv_per_model, plot_per_class, plot_training_curves
+from fsdlib.selection import SELECT_MODES, Selection, SnapshotGrid, cycle_scores, describe
 from fsdlib.spec import check_choice
 
 Scores = dict[str, dict[str, np.ndarray]]  # split (cv, test) -> model or ensemble -> per-class lwlrap
@@ -62,11 +64,13 @@ def write_submission(path: Path, pred: np.ndarray, classes: Sequence[str], fname
         submission.to_csv(tmp, index=False, float_format="%.6f")
 
 
-def write_weights(path: Path, ensemble: Ensemble, submit: str) -> None:
-    """The fixed weights (normalised to sum 1), the fitted ones, and which of them the submission used."""
+def write_weights(path: Path, ensemble: Ensemble, submit: str, chosen: dict[str, Selection]) -> None:
+    """The fixed weights (normalised to sum 1), the fitted ones, which of them the submission used, and each model's
+    snapshot cycles and pads."""
     total = sum(ensemble.fixed.values())
     write_json(path, {"models": list(ensemble.fixed), "fixed": {m: w / total for m, w in ensemble.fixed.items()},
-                      "fitted": ensemble.fitted, "submit": submit})
+                      "fitted": ensemble.fitted, "submit": submit,
+                      "snapshots": {m: {"cycles": list(c.cycles), "pads": list(c.pads)} for m, c in chosen.items()}})
 
 
 def write_metrics(paths: Paths, metrics: dict[str, Any], per_class: Scores, classes: Sequence[str]) -> None:
@@ -86,9 +90,11 @@ def _by_class(values: np.ndarray, classes: Sequence[str]) -> dict[str, float | N
 
 
 def write_plots(paths: Paths, metrics: dict[str, Any], per_class: Scores, classes: Sequence[str], models: list[str],
-                submit: str) -> None:
-    """CV lwlrap per model, per-class lwlrap of the submitted ensemble and the models, and the training curves."""
-    plot_cv_per_model(metrics["cv"], paths.metrics / "cv_per_model.png", "CV lwlrap per model (out-of-fold)")
+                submit: str, every_snapshot: dict[str, float] | None = None) -> None:
+    """CV lwlrap per model (every snapshot's average as markers, when given), per-class lwlrap of the submitted
+    ensemble and the models, and the training curves."""
+    plot_cv_per_model(metrics["cv"], paths.metrics / "cv_per_model.png", "CV lwlrap per model (out-of-fold)",
+                      every_snapshot, "all snapshots and pads")
     split = "test" if "test" in per_class else "cv"
     shown = {"ensemble": per_class[split][f"ensemble_{submit}"], **{m: per_class[split][m] for m in models}}
     plot_per_class(shown, classes, paths.metrics / "per_class.png", f"Per-class lwlrap ({split})")
@@ -96,29 +102,92 @@ def write_plots(paths: Paths, metrics: dict[str, Any], per_class: Scores, classe
     plot_training_curves(curves, paths.metrics / "training_curves.png")
 
 
-def report_ensemble(fixed: dict[str, float], submit: str, paths: Paths = PATHS) -> dict[str, Any]:
-    """Combine the predictions of the models in `fixed`, write every ensemble output, and return the metrics.
+def selection_report(grids: dict[str, SnapshotGrid], chosen: dict[str, Selection], truth: np.ndarray,
+                     mode: str, ensemble: Ensemble, every: Ensemble, nested: dict[str, float] | None,
+                     test: Labels) -> dict[str, Any]:
+    """Per model and ensemble: the CV of the chosen snapshots beside that of every snapshot and pad, the nested
+    estimate, each cycle alone, and the test lwlrap of both when the test labels are known."""
+    truth = truth[ensemble.known]
+    names = [*chosen, "ensemble_fixed", "ensemble_fitted"]
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        row: dict[str, Any] = {}
+        if name in chosen:
+            per_cycle = cycle_scores(grids[name].oof[:, :, ensemble.known], truth, grids[name].cycles, grids[name].pads)
+            best = max(per_cycle, key=lambda c: per_cycle[c])
+            row.update(cycles=list(chosen[name].cycles), pads=list(chosen[name].pads), best_cycle=best,
+                       cv_best_cycle=per_cycle[best], cv_per_cycle={str(c): v for c, v in per_cycle.items()})
+        row.update(cv=lwlrap(truth, ensemble.oof[name]), cv_nested=None if nested is None else nested[name],
+                   cv_all=lwlrap(truth, every.oof[name]))
+        if test.targets is not None:
+            row.update(test=lwlrap(test.targets, ensemble.test[name]), test_all=lwlrap(test.targets, every.test[name]))
+        rows[name] = row
+    return {"select": mode, "cv_clips": int(ensemble.known.sum()), "models": {m: rows[m] for m in chosen},
+            "ensembles": {e: rows[e] for e in names[len(chosen):]}}
 
+
+def report_ensemble(fixed: dict[str, float], submit: str, select: str = "fixed",
+                    paths: Paths = PATHS) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Combine the predictions of the models in `fixed`, write every ensemble output; return the metrics and the
+    snapshot selection report (metrics/selection.json).
+
+    `select` ("fixed" or "cv") says which snapshot cycles and pads each model averages (fsdlib/selection.py);
     `submit` ("fixed" or "fitted") picks the ensemble whose test predictions become the submission.
     """
     check_choice("ensemble.submit", submit, ("fixed", "fitted"))
+    check_choice("ensemble.select", select, SELECT_MODES)
     models = list(fixed)
     classes, labels = read_label_table(paths.labels)
     preds = load_predictions(models, paths)
-    ensemble = combine({m: preds[m]["oof"] for m in models}, {m: preds[m]["test"] for m in models}, fixed,
-                       labels["curated"].targets)
+    truth, folds = labels["curated"].targets, preds[models[0]]["curated_folds"]
+    grids = {m: SnapshotGrid.of(preds[m]) for m in models}
+    known = np.all([np.isfinite(g.oof).all(axis=(0, 1, 3)) for g in grids.values()], axis=0)
+    chosen = {m: g.restricted(known).select(truth[known], select) for m, g in grids.items()}
+    ensemble = _combine(grids, chosen, fixed, truth)
+    all_snapshots = {m: g.restricted(known).select(truth[known], "fixed") for m, g in grids.items()}
+    every = ensemble if select == "fixed" else _combine(grids, all_snapshots, fixed, truth)
+    nested = nested_cv(grids, truth, folds, fixed, select) if len(set(folds[known].tolist())) > 1 else None
     metrics, per_class = score(ensemble, labels["curated"], labels["test"])
+    if nested is not None:
+        metrics["cv_nested"] = {e: nested[e] for e in ("ensemble_fixed", "ensemble_fitted")}
+    selection = selection_report(grids, chosen, truth, select, ensemble, every, nested, labels["test"])
+    write_json(paths.metrics / "selection.json", selection)
     write_submission(paths.submission, ensemble.test[f"ensemble_{submit}"], classes, labels["test"].fnames)
-    write_weights(paths.ensemble_weights, ensemble, submit)
+    write_weights(paths.ensemble_weights, ensemble, submit, chosen)
     write_metrics(paths, metrics, per_class, classes)
-    write_plots(paths, metrics, per_class, classes, models, submit)
-    return metrics
+    every_cv = {m: selection["models"][m]["cv_all"] for m in models} if select == "cv" else None
+    write_plots(paths, metrics, per_class, classes, models, submit, every_cv)
+    return metrics, selection
+
+
+def _combine(grids: dict[str, SnapshotGrid], chosen: dict[str, Selection], fixed: dict[str, float],
+             truth: np.ndarray) -> Ensemble:
+    """`combine` of each model's predictions averaged over its chosen snapshot cycles and pads."""
+    averaged = {m: g.averaged(chosen[m]) for m, g in grids.items()}
+    return combine({m: a[0] for m, a in averaged.items()}, {m: a[1] for m, a in averaged.items()}, fixed, truth)
 
 
 def summary(metrics: dict[str, Any]) -> str:
-    """CV lwlrap of every model and ensemble, and test lwlrap when scored, one line each."""
+    """CV lwlrap of every model and ensemble, its nested estimate, and test lwlrap when scored, one line each."""
     lines = [f"CV lwlrap: {', '.join(f'{k} {v:.4f}' for k, v in metrics['cv'].items())}"]
+    if "cv_nested" in metrics:
+        lines.append(f"nested CV lwlrap: {', '.join(f'{k} {v:.4f}' for k, v in metrics['cv_nested'].items())}")
     if "test" in metrics:
         scores = {k: v["all"] for k, v in metrics["test"].items()}
         lines.append(f"test lwlrap: {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}")
+    return "\n".join(lines)
+
+
+def selection_summary(selection: dict[str, Any]) -> str:
+    """One line per model and ensemble: what was averaged, CV chosen vs all snapshots vs nested, and test."""
+    def scores(row: dict[str, Any]) -> str:
+        nested = "n/a" if row["cv_nested"] is None else f"{row['cv_nested']:.4f}"
+        text = f"CV {row['cv']:.4f} (all snapshots {row['cv_all']:.4f}, nested {nested})"
+        return text + (f", test {row['test']:.4f} (all snapshots {row['test_all']:.4f})" if "test" in row else "")
+
+    lines = [f"snapshot selection: {selection['select']}"]
+    for name, row in selection["models"].items():
+        chosen = describe(row["cycles"], row["pads"])
+        lines.append(f"  {name}: {chosen}; {scores(row)}; best cycle {row['best_cycle']} {row['cv_best_cycle']:.4f}")
+    lines += [f"  {name}: {scores(row)}" for name, row in selection["ensembles"].items()]
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """Snapshots and resume state of a training (docs/method.md §5): an interrupted run continues exactly.
 
 `state/<model>-fold<k>/` (outside DVC outputs) holds each finished cycle's snapshot and one `resume.pt` with the
-optimiser and scheduler states, the logged history and the out-of-fold predictions so far. It holds only
-tensors, containers, numbers and strings, and is read with `torch.load(weights_only=True)`.
+optimiser and scheduler states, the logged history, the learning rate of every step and the out-of-fold predictions
+so far. It holds only tensors, containers, numbers and strings, and is read with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -92,12 +92,14 @@ class ResumeState:
     scheduler: dict[str, Any]
     history: list[dict[str, float]]  # one logged row per epoch
     oof: list[np.ndarray]  # validation predictions, one (n_val, C) array per finished cycle
+    lr_steps: list[float]  # the learning rate of every optimiser step
 
     def save(self, state_dir: Path, fingerprint: str) -> None:
         """Write resume.pt (after the cycle's snapshot, which it refers to)."""
         save({"fingerprint": fingerprint, "cycle": self.cycle, "optimizer": self.optimizer,
               "scheduler": self.scheduler, "history": self.history,
-              "oof": [torch.from_numpy(p) for p in self.oof]}, state_dir / RESUME)
+              "oof": [torch.from_numpy(p) for p in self.oof],
+              "lr_steps": torch.tensor(self.lr_steps, dtype=torch.float64)}, state_dir / RESUME)
 
     @classmethod
     def load(cls, state_dir: Path, fingerprint: str) -> ResumeState | None:
@@ -117,4 +119,4 @@ class ResumeState:
             log.warning("%s: its snapshot is missing; starting over", path)
             return None
         return cls(state["cycle"], state["optimizer"], state["scheduler"], state["history"],
-                   [t.numpy() for t in state["oof"]])
+                   [t.numpy() for t in state["oof"]], state["lr_steps"].tolist())

@@ -10,6 +10,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from fsdlib.errors import FsdError
+from fsdlib.spec import OPTIMIZERS, check_choice
 
 
 def cyclic_cosine_lr(step: int, iters_per_cycle: int, lr_max: float, lr_min: float) -> float:
@@ -50,8 +51,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam (ResNet) or SGD with momentum (EnvNet), as in the paper's table; `nesterov` makes the SGD
     momentum Nesterov's, as the authors' code trains EnvNet (docs/method.md §11). Adam ignores it."""
+    check_choice("optimizer", name, OPTIMIZERS)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-    raise FsdError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)

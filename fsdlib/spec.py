@@ -23,6 +23,7 @@ FAMILIES = ("resnet", "envnet")  # log-mel ResNet | waveform EnvNet-v2
 ACTIVATIONS = ("sigmoid", "softmax")
 OPTIMIZERS = ("adam", "sgd")
 PAD_MODES = ("zero", "loop")  # silence, or copies of the clip
+LOSS_REDUCTIONS = ("authors", "row_sum")  # KL over batch x classes (PyTorch's default) | summed per row
 SPL_VARIANTS = ("all_folds", "leak_free")
 
 
@@ -62,13 +63,19 @@ class ModelSpec:
     lr_min: float = 1e-6
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     momentum: float = 0.9
+    nesterov: bool = True  # SGD's momentum is Nesterov's (docs/method.md §11); Adam ignores it
     weight_decay: float = 0.0
     multitask: bool = True
     noisy_weight: float = 1.0
+    # The authors' training dynamics (docs/method.md §11) are the defaults; params.yaml may choose otherwise.
+    loss_reduction: str = "authors"  # authors (KL averaged over batch x classes) | row_sum (KL summed per row)
+    separate_passes: bool = True  # curated, noisy and SPL parts each through the network alone (per-part BN statistics)
     init_from: str | None = None  # another model's name: start from its same-fold final snapshot
     pad_mode: str = "zero"  # zero | loop, for short training crops and TTA pads
     seed: int = 0
     arch: dict[str, Any] = field(default_factory=dict)
+    # LogMelAugmentConfig or WaveAugmentConfig keys. The latter's defaults (order crop_first, mixup_mode linear,
+    # p 0.5) are not the authors'; params/paper.yaml sets theirs (authors, bc, 1.0) in each EnvNet, docs/method.md §11.
     augment: dict[str, Any] = field(default_factory=dict)
     spl: dict[str, Any] = field(default_factory=dict)  # soft pseudo labels: {variant, weight}; empty = off
     snapshot_cycles: tuple[int, ...] | None = None  # cycles used at prediction time (1-based); None = all
@@ -80,7 +87,12 @@ class ModelSpec:
         check_activation(self.activation)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_pad_mode(self.pad_mode)
+        check_choice("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         checks = [
+            (isinstance(self.separate_passes, bool) and isinstance(self.nesterov, bool),
+             f"separate_passes and nesterov must be true or false, got {self.separate_passes!r}, {self.nesterov!r}"),
+            (not (self.optimizer == "sgd" and self.nesterov) or self.momentum > 0,
+             f"nesterov needs momentum > 0, got {self.momentum}"),
             (self.crop > 0 and self.batch > 0, "crop and batch must be positive"),
             (not self.crops or min(self.crops) > 0, f"crops must be positive lengths, got {self.crops}"),
             (self.cycles > 0 and self.epochs_per_cycle > 0, "cycles and epochs_per_cycle must be positive"),

@@ -32,6 +32,7 @@ from fsdlib.schedule import build_optimizer, cyclic_cosine_scheduler
 from fsdlib.spec import ModelSpec
 
 log = logging.getLogger(__name__)
+LR_STEP_TSV = Path("plots", "metrics", "lr_step.tsv")  # under a fold's live/ directory
 
 
 @dataclass
@@ -49,18 +50,25 @@ class TrainResult:
 
 
 class StepNet(nn.Module):
-    """The forward of one step: one backbone pass over all parts, then each part's head; a module of its own so
-    that DistributedDataParallel wraps exactly what a step runs."""
+    """The forward of one step, a module of its own so that DistributedDataParallel wraps exactly what a step runs.
 
-    def __init__(self, model: TaggingModel) -> None:
+    With `separate_passes` (the authors', docs/method.md §11) each part goes through the backbone on its own, so
+    batch-norm statistics in training are computed per part, never over curated and noisy clips pooled; without,
+    one backbone pass runs over the parts concatenated.
+    """
+
+    def __init__(self, model: TaggingModel, separate_passes: bool) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.separate_passes = model, separate_passes
 
-    def forward(self, x: torch.Tensor, parts: tuple[str, ...], sizes: tuple[int, ...]) -> list[torch.Tensor]:
-        features = self.model.backbone(x)
-        heads = self.model.heads
-        return [heads.noisy(c) if part == "noisy" else heads.curated(c)
-                for part, c in zip(parts, torch.split(features, list(sizes)), strict=True)]
+    def forward(self, inputs: list[torch.Tensor], parts: tuple[str, ...]) -> list[torch.Tensor]:
+        """Each part's logits: the noisy part from the noisy head, the curated and SPL parts from the curated head."""
+        backbone, heads = self.model.backbone, self.model.heads
+        part_heads = [heads.noisy if part == "noisy" else heads.curated for part in parts]
+        if self.separate_passes:
+            return [head(backbone(x)) for head, x in zip(part_heads, inputs, strict=True)]
+        features = backbone(torch.cat(inputs) if len(inputs) > 1 else inputs[0])
+        return [head(f) for head, f in zip(part_heads, torch.split(features, [len(x) for x in inputs]), strict=True)]
 
 
 class Trainer:
@@ -72,7 +80,7 @@ class Trainer:
     def __init__(self, spec: ModelSpec, model: TaggingModel, device: torch.device, world: World = World()) -> None:
         self.spec, self.model, self.device, self.world = spec, model, device, world
         self.augment = spec.augment_config()
-        self.net: nn.Module = StepNet(model)
+        self.net: nn.Module = StepNet(model, spec.separate_passes)
         if world.size > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
@@ -91,17 +99,17 @@ class Trainer:
         return x_t[mine], y_t[mine]
 
     def step(self, batch: Batch, gen: torch.Generator, optimizer: torch.optim.Optimizer, where: str) -> dict[str, float]:
-        """One optimiser step: curated, noisy and SPL parts through one backbone pass, then their heads."""
+        """One optimiser step: curated, noisy and SPL parts through the network (`StepNet`), then the multitask loss."""
+        names = tuple(batch.parts())
         inputs = [self.prepare(part, gen) for part in batch.parts().values()]
-        names, targets = tuple(batch.parts()), {k: y for k, (_, y) in zip(batch.parts(), inputs, strict=True)}
         with autocast(self.device):
-            x = torch.cat([x for x, _ in inputs]) if len(inputs) > 1 else inputs[0][0]
-            out = self.net(x, names, tuple(len(x) for x, _ in inputs))
+            out = self.net([x for x, _ in inputs], names)
         logits = {k: v.float() for k, v in zip(names, out, strict=True)}  # losses in full precision
+        targets = {k: y for k, (_, y) in zip(names, inputs, strict=True)}
         loss, components = multitask_loss(
             logits["curated"], targets["curated"], logits.get("noisy"), targets.get("noisy"), self.spec.activation,
             noisy_weight=self.spec.noisy_weight, spl_logits=logits.get("spl"), spl_targets=targets.get("spl"),
-            spl_weight=self.spec.spl_weight)
+            spl_weight=self.spec.spl_weight, reduction=self.spec.loss_reduction)
         if not torch.isfinite(loss):
             raise FsdError(f"non-finite loss ({loss.item()}) in model {where}; no weights were saved")
         optimizer.zero_grad(set_to_none=True)
@@ -134,12 +142,13 @@ class FoldTraining:
         if self.world.size > 1:
             self.model = sync_batch_norm(self.model)
         self.optimizer = build_optimizer(spec.optimizer, self.model.parameters(), spec.lr_max, spec.momentum,
-                                         spec.weight_decay)
+                                         spec.weight_decay, spec.nesterov)
         self.scheduler = cyclic_cosine_scheduler(self.optimizer, self.steps_per_epoch * spec.epochs_per_cycle,
                                                  spec.lr_max, spec.lr_min)
         self.trainer = Trainer(spec, self.model, dev, self.world)
         self.cycle = 0  # finished cycles
         self.history: list[dict[str, float]] = []  # one row per epoch (rank 0 only)
+        self.lr_steps: list[float] = []  # the learning rate of every optimiser step so far
         self.oof: list[np.ndarray] = []  # validation predictions of each finished cycle (rank 0 only)
 
     def restore(self, state: ResumeState, state_dir: Path) -> None:
@@ -148,7 +157,7 @@ class FoldTraining:
         self.model.load_state_dict(snapshot)
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
-        self.cycle, self.history, self.oof = state.cycle, state.history, state.oof
+        self.cycle, self.history, self.oof, self.lr_steps = state.cycle, state.history, state.oof, state.lr_steps
         log.info("%s fold %d: resuming after cycle %d of %d", self.name, self.fold, self.cycle, self.spec.cycles)
 
     def train_cycle(self, progress: bool) -> list[dict[str, float]]:
@@ -165,6 +174,7 @@ class FoldTraining:
             with progress_bar(label, self.steps_per_epoch, enabled=progress and self.world.is_main) as advance:
                 for step, batch in enumerate(prefetch(maker.epoch())):
                     where = f"{name} fold {fold} cycle {cycle + 1} epoch {epoch + 1} step {step + 1}"
+                    self.lr_steps.append(self.optimizer.param_groups[0]["lr"])
                     for key, value in self.trainer.step(batch, gen, self.optimizer, where).items():
                         sums[key] = sums.get(key, 0.0) + value
                     self.scheduler.step()
@@ -201,7 +211,8 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
                fold: int = 0, init_weights: Path | None = None, device: str = "auto",
                inference: InferenceConfig = InferenceConfig(), progress: bool = True,
                after_cycle: Callable[[int], None] | None = None) -> TrainResult:
-    """Train one (model, fold); write snapshot_<c>.pt per cycle, oof.npz, metrics.json and live/ curves.
+    """Train one (model, fold); write snapshot_<c>.pt per cycle, oof.npz, metrics.json and live/ curves (per epoch,
+    and the learning rate of every step in live/plots/metrics/lr_step.tsv).
 
     Resumes from `state_dir` (outside DVC outputs) after an interruption, with the same final weights as an
     uninterrupted run. `after_cycle(c)` runs on rank 0 once cycle c's resume state is saved.
@@ -218,6 +229,8 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
         live = Live(str(out_dir / "live"), dvcyaml=False, save_dvc_exp=False, report=None)
         for row in run.history:  # replay what was logged before an interruption, so the curves are complete
             _log_row(live, row)
+        if run.lr_steps:
+            write_lr_steps(out_dir / "live", run.lr_steps)
         for c in range(1, run.cycle + 1):  # snapshots of cycles finished before an interruption
             publish_snapshot(state_dir, out_dir, c)
     while run.cycle < spec.cycles:
@@ -227,7 +240,9 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
             for row in rows:
                 _log_row(live, row)
             run.history.extend(rows)
-            resume = ResumeState(run.cycle, run.optimizer.state_dict(), run.scheduler.state_dict(), run.history, run.oof)
+            write_lr_steps(out_dir / "live", run.lr_steps)
+            resume = ResumeState(run.cycle, run.optimizer.state_dict(), run.scheduler.state_dict(), run.history, run.oof,
+                                 run.lr_steps)
             save_cycle(run.model, resume, state_dir, out_dir, key)
             if after_cycle is not None:
                 after_cycle(run.cycle)
@@ -238,6 +253,13 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
     result = run.write_outputs(out_dir)
     shutil.rmtree(state_dir)  # finished: a later run (e.g. after a code change) must not resume from it
     return result
+
+
+def write_lr_steps(live_dir: Path, lrs: list[float]) -> None:
+    """The learning rate of every optimiser step as a dvclive-style TSV (columns step, lr; step = global iteration),
+    so the cosine cycles show as they are; rewritten whole, atomically, after each cycle."""
+    with atomic_path(live_dir / LR_STEP_TSV) as tmp:
+        tmp.write_text("step\tlr\n" + "".join(f"{step}\t{lr}\n" for step, lr in enumerate(lrs)), encoding="utf-8")
 
 
 def _log_row(live: Any, row: dict[str, float]) -> None:

@@ -1,16 +1,20 @@
-"""Stage `ensemble`: weighted average across models, fitted weights beside them, submission, metrics, plots."""
+"""Stage `ensemble`: snapshot selection per model, weighted average across models, fitted weights beside them,
+submission, metrics, plots."""
 
 from pathlib import Path
 
 import typer
 
-from fsdlib.report import report_ensemble, summary
+from fsdlib.report import report_ensemble, selection_summary, summary
 from stages.common import PARAMS, load_params, section, stage
 
 
 @stage
 def ensemble(params: Path = typer.Option(PARAMS, help="params file")) -> None:
-    """Combine the models' predictions; write the submission, metrics and plots."""
+    """Choose each model's snapshots and pads, combine the models' predictions; write the submission, metrics and
+    plots."""
     cfg = section(load_params(params), "ensemble", params)
     fixed = {str(k): float(v) for k, v in cfg["weights"].items()}
-    print(summary(report_ensemble(fixed, cfg.get("submit", "fixed"))))
+    metrics, selection = report_ensemble(fixed, cfg.get("submit", "fixed"), cfg.get("select", "fixed"))
+    print(summary(metrics))
+    print(selection_summary(selection))

@@ -1,4 +1,4 @@
-"""Stage `predict`: one model's test and OOF predictions over folds × snapshots × pads (padding TTA)."""
+"""Stage `predict`: one model's test and OOF predictions per snapshot cycle × pad (padding TTA), over its folds."""
 
 from pathlib import Path
 
@@ -16,7 +16,7 @@ def predict(
     params: Path = typer.Option(PARAMS, help="params file"),
     device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
 ) -> None:
-    """Average the model's fold snapshots on the test set, and each fold's snapshots on its held-out clips."""
+    """Predict the test set with every fold (averaged over folds) and each fold's held-out clips, per cycle and pad."""
     p = load_params(params)
     arrays = model_predictions(model, model_spec(p, model, params), fold_ids(p, params), inference_config(p, params),
                                device)

@@ -7,6 +7,7 @@ import typer
 from fsdlib.atomic import atomic_path
 from fsdlib.fold_predictions import pseudo_label_tables, teacher_predictions, write_arrays
 from fsdlib.paths import PATHS
+from fsdlib.selection import describe, teacher_cycles
 from stages.common import PARAMS, fold_ids, load_params, section, stage
 from stages.settings import model_spec
 
@@ -16,10 +17,16 @@ def teacher(
     params: Path = typer.Option(PARAMS, help="params file"),
     device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
 ) -> None:
-    """Predict every noisy clip at full length with each teacher fold (mean over its snapshots)."""
+    """Predict every noisy clip at full length with each teacher fold, the mean over its snapshots: all of them
+    (spl.select fixed) or those chosen by the teacher's training OOF lwlrap (cv)."""
     p = load_params(params)
-    name = section(p, "spl", params)["teacher"]
-    write_arrays(PATHS.teacher, teacher_predictions(name, model_spec(p, name, params), fold_ids(p, params), device))
+    spl = section(p, "spl", params)
+    name, folds = spl["teacher"], fold_ids(p, params)
+    chosen = teacher_cycles(name, folds, spl.get("select", "fixed"))
+    for k, c in chosen.items():
+        print(f"teacher {name} fold {k}: {describe(c.cycles, c.pads)} (OOF lwlrap {c.cv:.4f} on the clips chosen on)")
+    write_arrays(PATHS.teacher, teacher_predictions(name, model_spec(p, name, params), folds, device,
+                                                    cycles={k: c.cycles for k, c in chosen.items()}))
 
 
 @stage

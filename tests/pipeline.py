@@ -21,7 +21,8 @@ TINY_ENVNET = {"crop": 22050, "batch": 8, "cycles": 1, "epochs_per_cycle": 1, "t
 
 
 def tiny_params() -> dict:
-    """The repository's params.yaml shrunk to seconds per stage: 4 classes, 2 folds, one epoch per model."""
+    """The repository's params.yaml shrunk to seconds per stage: 4 classes, 2 folds, one epoch per model (per cycle
+    of model A, which trains two)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synth"].update(n_classes=4, n_curated=24, n_noisy=24, n_test=12, curated_duration=[0.3, 1.5],
                            noisy_duration=[1.0, 1.5], test_duration=[0.3, 1.5])
@@ -30,6 +31,7 @@ def tiny_params() -> dict:
         spec.update(TINY_RESNET if spec["family"] == "resnet" else TINY_ENVNET)
         if spec.get("crops"):
             spec["crops"] = [16, 32]
+    params["models"]["A"]["cycles"] = 2  # snapshots to choose among, for the teacher and the ensemble
     return params
 
 

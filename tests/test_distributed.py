@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, {tests!r})
 from test_train import _store, _spec, TINY_ARCH
-from fsdlib.train import FoldData, train_fold
+from fsdlib.batches import FoldData
+from fsdlib.train import train_fold
 root = Path(sys.argv[1])
 rank_dir = root / f"stores{{os.environ.get('RANK', '0')}}"
 curated, y = _store(rank_dir / "curated.logmel.arrow", 48, seed=0)

@@ -1,4 +1,5 @@
-"""Weighted averaging, OOF-fitted ensemble weights, and the ensemble stage's outputs (fsdlib/report.py)."""
+"""Weighted averaging, OOF-fitted ensemble weights, the nested CV estimate, and the ensemble stage's outputs
+(fsdlib/report.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import pandas as pd
 import pytest
 from conftest import make_root
 
-from fsdlib.dataset import label_table, read_dataset
-from fsdlib.ensemble import combine, fit_weights, weighted_average
+from fsdlib.dataset import label_table, read_dataset, read_label_table
+from fsdlib.ensemble import combine, fit_weights, nested_cv, weighted_average
 from fsdlib.errors import FsdError
 from fsdlib.fold_predictions import write_arrays
 from fsdlib.metrics import lwlrap
 from fsdlib.paths import Paths
-from fsdlib.report import report_ensemble, summary
+from fsdlib.report import report_ensemble, selection_summary, summary
+from fsdlib.selection import SnapshotGrid, average, select
 
 
 def _truth(rng: np.random.Generator, n: int = 300, c: int = 12) -> np.ndarray:
@@ -127,20 +129,75 @@ def test_combine_drops_untrained_folds_and_fits_positive_weights_only(
     assert ens.fitted == fit_weights({m: kept[m] for m in ("A", "B", "C")}, truth[10:])
 
 
+def _grid(rng: np.random.Generator, truth: np.ndarray, signals: list[float], n_pads: int = 2) -> np.ndarray:
+    """(cycles, pads, clips, C) predictions, one signal per cycle."""
+    return np.stack([np.stack([_model(rng, truth, s) for _ in range(n_pads)]) for s in signals]).astype(np.float32)
+
+
+def test_nested_cv_fixed_models_equal_their_cv_and_fitted_weights_are_honest() -> None:
+    rng = np.random.default_rng(6)
+    truth = _truth(rng, n=200)
+    folds = np.arange(200) % 4
+    grids = {name: SnapshotGrid(rng.random((8, 2, *truth.shape)).astype(np.float32), np.zeros((1, 1, 1, 1)),
+                                tuple(range(1, 9)), (0, 8)) for name in ("n1", "n2", "n3", "n4")}
+    fixed = dict.fromkeys(grids, 1.0)
+    nested = nested_cv(grids, truth, folds, fixed, "fixed")
+    assert list(nested) == [*fixed, "ensemble_fixed", "ensemble_fitted"]
+    for name, g in grids.items():
+        assert nested[name] == pytest.approx(lwlrap(truth, g.oof.mean(axis=(0, 1), dtype=np.float64)), abs=1e-12)
+    ens = combine({m: g.oof.mean(axis=(0, 1)) for m, g in grids.items()}, {m: np.zeros((1, 12)) for m in grids},
+                  fixed, truth)
+    assert nested["ensemble_fixed"] == pytest.approx(lwlrap(truth, ens.oof["ensemble_fixed"]), abs=1e-12)
+    # pure noise: weights fitted, or snapshots chosen, on the clips scored look better than chosen on other folds
+    assert lwlrap(truth, ens.oof["ensemble_fitted"]) > nested["ensemble_fitted"] + 0.01
+    chosen = nested_cv(grids, truth, folds, fixed, "cv")
+    for name, g in grids.items():
+        assert g.select(truth, "cv").cv >= chosen[name]
+    assert np.mean([g.select(truth, "cv").cv - chosen[name] for name, g in grids.items()]) > 0.01
+
+
+def test_nested_cv_leaves_out_clips_without_predictions_and_needs_two_folds() -> None:
+    rng = np.random.default_rng(7)
+    truth = _truth(rng, n=120)
+    folds = np.arange(120) % 3
+    oof = _grid(rng, truth, [0.0, 1.5, 1.5])
+    oof[:, :, folds == 2] = np.nan
+    grids = {"A": SnapshotGrid(oof, oof, (1, 2, 3), (0, 8))}
+    known = folds < 2
+    nested = nested_cv(grids, truth, folds, {"A": 1.0}, "cv")
+    pooled = np.zeros((known.sum(), truth.shape[1]))
+    for k in (0, 1):
+        chosen = select(oof[:, :, known & (folds != k)], truth[known & (folds != k)], (1, 2, 3), (0, 8), "cv")
+        pooled[folds[known] == k] = average(oof[:, :, folds == k], (1, 2, 3), (0, 8), chosen)
+    assert nested["A"] == pytest.approx(lwlrap(truth[known], pooled), abs=1e-12)
+    with pytest.raises(FsdError, match="two folds or more"):
+        nested_cv(grids, truth, np.where(folds == 1, 0, folds), {"A": 1.0}, "cv")
+
+
+N_CURATED, N_TEST = 40, 10
+SIGNALS = {"A": [0.0, 2.0, 2.0], "B": [1.0, 1.0, 1.0], "C": [0.0, 0.0, 0.0]}  # A's first cycle untrained, C noise
+
+
 def _layout(root: Path, test_labels: bool = True) -> tuple[Paths, tuple[str, ...]]:
-    """A pipeline layout with a label table, three models' predictions and their dvclive curves."""
+    """A pipeline layout with a label table, three models' per-cycle × pad predictions and their dvclive curves.
+
+    Clips of fold 2 (of 3) have no OOF predictions: a fold not trained.
+    """
     paths = Paths(root)
-    dataset = read_dataset(make_root(root / "dataset", n_curated=12, n_test=6, test_labels=test_labels))
+    dataset = read_dataset(make_root(root / "dataset", n_curated=N_CURATED, n_test=N_TEST, test_labels=test_labels))
     paths.features.mkdir(parents=True)
     label_table(dataset).to_parquet(paths.labels, index=False)
+    _, labels = read_label_table(paths.labels)
     rng = np.random.default_rng(5)
-    n_classes = len(dataset.classes)
-    for m in ("A", "B", "C"):
-        oof = rng.random((len(dataset.curated), n_classes)).astype(np.float32)
-        oof[:2] = np.nan
+    folds = np.arange(N_CURATED) % 3
+    test_truth = labels["test"].targets if test_labels else np.zeros((N_TEST, len(dataset.classes)))
+    for m, signals in SIGNALS.items():
+        oof = _grid(rng, labels["curated"].targets, signals)
+        oof[:, :, folds == 2] = np.nan
         write_arrays(paths.predictions_of(m), {
-            "test_fnames": np.array(dataset.test.fnames), "test": rng.random((6, n_classes)).astype(np.float32),
-            "curated_fnames": np.array(dataset.curated.fnames), "oof": oof, "classes": np.array(dataset.classes)})
+            "test_fnames": np.array(dataset.test.fnames), "test": _grid(rng, test_truth, signals),
+            "curated_fnames": np.array(dataset.curated.fnames), "curated_folds": folds, "oof": oof,
+            "cycles": np.array([1, 2, 3]), "pads": np.array([8, 32]), "classes": np.array(dataset.classes)})
         for k in (0, 1):
             metrics = paths.fold_dir(m, k) / "live" / "plots" / "metrics"
             metrics.mkdir(parents=True)
@@ -150,30 +207,86 @@ def _layout(root: Path, test_labels: bool = True) -> tuple[Paths, tuple[str, ...
 
 def test_report_ensemble_writes_every_output(tmp_path: Path) -> None:
     paths, classes = _layout(tmp_path)
-    metrics = report_ensemble({"A": 3, "B": 1, "C": 0}, "fitted", paths)
-    assert metrics["cv_clips"] == 10 and list(metrics["cv"]) == ["A", "B", "C", "ensemble_fixed", "ensemble_fitted"]
+    metrics, selection = report_ensemble({"A": 3, "B": 1, "C": 0}, "fitted", "cv", paths)
+    known = int((np.arange(N_CURATED) % 3 < 2).sum())
+    assert metrics["cv_clips"] == known and list(metrics["cv"]) == ["A", "B", "C", "ensemble_fixed", "ensemble_fitted"]
+    assert list(metrics["cv_nested"]) == ["ensemble_fixed", "ensemble_fitted"]
     assert set(metrics["test"]["ensemble_fitted"]) == {"all", "public", "private"}
     assert json.loads((paths.metrics / "metrics.json").read_text()) == metrics
+    assert json.loads((paths.metrics / "selection.json").read_text()) == selection
     weights = json.loads(paths.ensemble_weights.read_text())
     assert weights["fixed"] == {"A": 0.75, "B": 0.25, "C": 0.0} and weights["submit"] == "fitted"
     assert list(weights["fitted"]) == ["A", "B"]
+    a = selection["models"]["A"]
+    assert weights["snapshots"]["A"] == {"cycles": a["cycles"], "pads": a["pads"]} and 1 not in a["cycles"]
+    assert a["cv"] == metrics["cv"]["A"] and a["cv"] >= a["cv_best_cycle"] and a["cv"] > a["cv_all"]
+    assert a["cv_best_cycle"] == max(a["cv_per_cycle"].values()) and a["cv_per_cycle"]["1"] < a["cv_all"]
+    assert a["test"] == metrics["test"]["A"]["all"] and a["test"] > a["test_all"]
+    assert a["cv_nested"] <= a["cv"] + 1e-12
+    assert selection["select"] == "cv" and selection["cv_clips"] == known
+    assert set(selection["ensembles"]) == {"ensemble_fixed", "ensemble_fitted"}
+    assert selection["ensembles"]["ensemble_fitted"]["cv_nested"] == metrics["cv_nested"]["ensemble_fitted"]
     submission = pd.read_csv(paths.submission)
-    assert list(submission.columns) == ["fname", *classes] and len(submission) == 6
+    assert list(submission.columns) == ["fname", *classes] and len(submission) == N_TEST
     per_class = json.loads((paths.metrics / "per_class.json").read_text())
     assert set(per_class) == {"cv", "test"} and list(per_class["cv"]["A"]) == list(classes)
     table = pd.read_csv(paths.metrics / "per_class_cv.csv")
     assert list(table.columns) == ["class", "model", "lwlrap"] and len(table) == 5 * len(classes)
     for png in ("cv_per_model.png", "per_class.png", "training_curves.png"):
         assert (paths.metrics / png).read_bytes()[:4] == b"\x89PNG"
-    assert summary(metrics).splitlines()[1].startswith("test lwlrap: A ")
+    lines = summary(metrics).splitlines()
+    assert lines[0].startswith("CV lwlrap: A ") and lines[1].startswith("nested CV lwlrap: ensemble_fixed ")
+    assert lines[2].startswith("test lwlrap: A ")
+    shown = selection_summary(selection).splitlines()
+    assert shown[0] == "snapshot selection: cv" and shown[1].startswith(f"  A: cycles {a['cycles'][0]}")
+    assert "all snapshots" in shown[1] and "nested" in shown[1] and "test" in shown[1] and len(shown) == 6
+
+
+def test_report_ensemble_fixed_selection_averages_every_snapshot(tmp_path: Path) -> None:
+    paths, _ = _layout(tmp_path)
+    metrics, selection = report_ensemble({"A": 3, "B": 1, "C": 0}, "fixed", "fixed", paths)
+    _, labels = read_label_table(paths.labels)
+    known = np.arange(N_CURATED) % 3 < 2
+    for m in SIGNALS:
+        with np.load(paths.predictions_of(m)) as z:
+            oof, test = z["oof"].astype(np.float64).mean(axis=(0, 1)), z["test"].astype(np.float64).mean(axis=(0, 1))
+        row = selection["models"][m]
+        assert row["cycles"] == [1, 2, 3] and row["pads"] == [8, 32] and row["cv"] == row["cv_all"]
+        assert row["cv"] == pytest.approx(lwlrap(labels["curated"].targets[known], oof[known]), abs=1e-12)
+        assert row["cv_nested"] == pytest.approx(row["cv"], abs=1e-12)  # nothing chosen: nothing optimistic
+        assert metrics["test"][m]["all"] == pytest.approx(lwlrap(labels["test"].targets, test), abs=1e-12)
+    submission = pd.read_csv(paths.submission).iloc[:, 1:].to_numpy()
+    with np.load(paths.predictions_of("A")) as za, np.load(paths.predictions_of("B")) as zb:
+        expected = 0.75 * za["test"].astype(np.float64).mean(axis=(0, 1)) + 0.25 * zb["test"].mean(axis=(0, 1))
+    np.testing.assert_allclose(submission, expected, atol=1e-6)
 
 
 def test_report_ensemble_without_test_labels_and_errors(tmp_path: Path) -> None:
     paths, _ = _layout(tmp_path, test_labels=False)
-    metrics = report_ensemble({"A": 1, "B": 1}, "fixed", paths)
-    assert "test" not in metrics and len(summary(metrics).splitlines()) == 1
+    metrics, selection = report_ensemble({"A": 1, "B": 1}, "fixed", "cv", paths)
+    assert "test" not in metrics and len(summary(metrics).splitlines()) == 2
+    assert "test" not in selection["models"]["A"] and "test" not in selection_summary(selection)
     assert set(json.loads((paths.metrics / "per_class.json").read_text())) == {"cv"}
     with pytest.raises(FsdError, match="ensemble.submit must be fixed or fitted"):
-        report_ensemble({"A": 1}, "best", paths)
+        report_ensemble({"A": 1}, "best", "cv", paths)
+    with pytest.raises(FsdError, match="ensemble.select must be fixed or cv"):
+        report_ensemble({"A": 1}, "fixed", "best", paths)
     with pytest.raises(FsdError, match=r"run predict@D"):
-        report_ensemble({"A": 1, "D": 1}, "fixed", paths)
+        report_ensemble({"A": 1, "D": 1}, "fixed", "cv", paths)
+    with np.load(paths.predictions_of("A")) as z:
+        arrays = {k: z[k] for k in z.files if k not in ("cycles", "pads")}
+    write_arrays(paths.predictions_of("A"), {**arrays, "oof": arrays["oof"].mean(axis=(0, 1))})
+    with pytest.raises(FsdError, match=r"older layout\); rerun predict"):
+        report_ensemble({"A": 1, "B": 1}, "fixed", "cv", paths)
+
+
+def test_report_ensemble_with_one_fold_has_no_nested_estimate(tmp_path: Path) -> None:
+    paths, _ = _layout(tmp_path)
+    for m in SIGNALS:
+        with np.load(paths.predictions_of(m)) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["oof"][:, :, arrays["curated_folds"] == 1] = np.nan
+        write_arrays(paths.predictions_of(m), arrays)
+    metrics, selection = report_ensemble({"A": 1, "B": 1}, "fixed", "cv", paths)
+    assert "cv_nested" not in metrics and selection["models"]["A"]["cv_nested"] is None
+    assert "nested n/a" in selection_summary(selection)

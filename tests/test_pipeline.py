@@ -39,8 +39,20 @@ def test_pipeline_outputs(repo: Path) -> None:
             out = paths.fold_dir(model, fold)
             assert (out / "snapshot_1.pt").is_file() and (out / "oof.npz").is_file()
             assert "cycle_lwlrap" in json.loads((out / "metrics.json").read_text())
+    with np.load(paths.predictions_of("A")) as z:
+        n_curated, n_test = len(z["curated_fnames"]), len(z["test_fnames"])
+        assert z["oof"].shape == (2, 1, n_curated, 4) and z["test"].shape == (2, 1, n_test, 4)
+        assert z["cycles"].tolist() == [1, 2] and z["pads"].tolist() == [4] and np.isfinite(z["oof"]).all()
+    with np.load(paths.teacher) as z:
+        assert z["cycles_used"].shape == (2, 2) and z["cycles_used"].any(axis=1).all()
     metrics = json.loads((paths.metrics / "metrics.json").read_text())
     assert {"A", "B", "B_leak_free", "ensemble_fixed", "ensemble_fitted"} <= set(metrics["cv"])
+    assert set(metrics["cv_nested"]) == {"ensemble_fixed", "ensemble_fitted"}
+    selection = json.loads((paths.metrics / "selection.json").read_text())
+    chosen = selection["models"]["A"]
+    assert set(chosen["cycles"]) <= {1, 2} and chosen["pads"] == [4]
+    assert selection["select"] == "fixed" or chosen["cv"] >= chosen["cv_best_cycle"]
+    assert selection["models"]["F"]["cycles"] == [1] and chosen["cv"] == metrics["cv"]["A"]
     assert {"all", "public", "private"} <= set(metrics["test"]["ensemble_fixed"])
     submission = pd.read_csv(paths.submission)
     sample = pd.read_csv(paths.demo / "sample_submission.csv")

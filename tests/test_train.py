@@ -1,5 +1,6 @@
 """The shared training loop on tiny synthetic stores: learning, determinism, resume, guards."""
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -7,15 +8,18 @@ import pytest
 import torch
 
 import fsdlib.train as train_module
-from fsdlib.batches import BatchMaker, FoldData
+from fsdlib.batches import Batch, BatchMaker, FoldData
 from fsdlib.errors import FsdError
+from fsdlib.plots import read_dvclive_curves
 from fsdlib.resume import fingerprint
+from fsdlib.schedule import cyclic_cosine_lr
 from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore, StoreWriter
-from fsdlib.train import train_fold
+from fsdlib.train import LR_STEP_TSV, FoldTraining, Trainer, train_fold
 
 N_MELS, N_CLASSES = 32, 3
 TINY_ARCH = {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}
+NO_AUGMENT = {"mixup": False, "gain": False, "freq_mask": False, "additional_crop": False}
 
 
 def _store(path: Path, n: int, seed: int, noisy: bool = False) -> tuple[FeatureStore, np.ndarray]:
@@ -52,7 +56,7 @@ def _run(spec: ModelSpec, data: FoldData, root: Path):
 
 
 def test_learns_and_writes_outputs(data: FoldData, tmp_path: Path) -> None:
-    result = _run(_spec(cycles=2, epochs_per_cycle=6), data, tmp_path)
+    result = _run(_spec(cycles=2, epochs_per_cycle=8), data, tmp_path)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.glob("snapshot_*.pt")) == ["snapshot_1.pt", "snapshot_2.pt"]
     oof = np.load(out / "oof.npz")
@@ -102,6 +106,8 @@ def test_resume_after_interruption_gives_same_weights(data: FoldData, tmp_path: 
         assert all(torch.equal(a[k], b[k]) for k in a), f"snapshot {c} differs"
     assert (tmp_path / "straight" / "out" / "metrics.json").read_text() == \
         (tmp_path / "resumed" / "out" / "metrics.json").read_text()
+    assert (tmp_path / "straight" / "out" / "live" / LR_STEP_TSV).read_text() == \
+        (tmp_path / "resumed" / "out" / "live" / LR_STEP_TSV).read_text()
 
 
 def test_non_finite_loss_stops_with_clear_error(data: FoldData, tmp_path: Path) -> None:
@@ -134,6 +140,9 @@ def test_spec_from_params_turns_lists_into_tuples() -> None:
     ({"family": "resnet", "cycles": 2, "snapshot_cycles": [3]}, r"models.T: snapshot_cycles must lie in 1..2"),
     ({"family": "resnet", "augment": {"time_scale": True}}, "models.T: bad augment settings for resnet"),
     ({"family": "resnet", "epochs": 3}, r"models.T: unknown keys \['epochs'\]"),
+    ({"family": "resnet", "loss_reduction": "sum"}, "models.T: loss_reduction must be authors or row_sum, got 'sum'"),
+    ({"family": "resnet", "separate_passes": "no"}, "models.T: separate_passes and nesterov must be true or false"),
+    ({"family": "envnet", "optimizer": "sgd", "momentum": 0.0}, "models.T: nesterov needs momentum > 0"),
 ])
 def test_bad_spec_names_model_and_problem(values: dict, problem: str) -> None:
     with pytest.raises(FsdError, match=problem):
@@ -193,3 +202,113 @@ def test_spl_loss_weight_is_applied(data: FoldData) -> None:
                                   spl_weight=20.0)
     assert parts["spl"] == pytest.approx(0.16)  # (0.5 - 0.1)^2
     assert float(total - base) == pytest.approx(20 * 0.16)
+
+
+def test_lr_of_every_step_is_logged_as_a_dvclive_curve(data: FoldData, tmp_path: Path) -> None:
+    spec = _spec(cycles=2, epochs_per_cycle=2)  # 36 training clips in batches of 12: 3 steps per epoch
+    _run(spec, data, tmp_path)
+    lines = (tmp_path / "out" / "live" / LR_STEP_TSV).read_text().splitlines()
+    assert lines[0] == "step\tlr" and len(lines) == 1 + 2 * 2 * 3
+    curves = read_dvclive_curves(tmp_path / "out" / "live")
+    steps, lrs = zip(*curves["lr_step"], strict=True)
+    assert list(steps) == list(range(12))
+    assert lrs == pytest.approx([cyclic_cosine_lr(k, 6, spec.lr_max, spec.lr_min) for k in range(12)], rel=1e-12)
+    assert lrs[0] == lrs[6] == spec.lr_max and lrs[5] < lrs[1]  # restarted at the second cycle
+    assert {"lr", "train/total", "val/lwlrap"} <= curves.keys()
+
+
+def _first_batch(spec: ModelSpec, data: FoldData) -> Batch:
+    return next(BatchMaker(spec, data, steps_per_epoch=3, seed=0).epoch())
+
+
+def _model(spec: ModelSpec) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return spec.build(N_CLASSES)
+
+
+def test_trainer_uses_the_specs_loss_reduction(data: FoldData) -> None:
+    """KL averaged over batch x classes (the authors') is 1/n_classes of KL summed per row."""
+    spec = _spec(activation="softmax", augment=NO_AUGMENT)
+    batch, model = _first_batch(spec, data), _model(spec)
+    losses = {}
+    for reduction in ("authors", "row_sum"):
+        reduced = _spec(activation="softmax", augment=NO_AUGMENT, loss_reduction=reduction)
+        net = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        torch.manual_seed(1)  # the same dropout masks
+        losses[reduction] = Trainer(reduced, net, torch.device("cpu")).step(batch, torch.Generator(), optimizer, "T")
+    for part in ("curated", "noisy"):
+        assert losses["row_sum"][part] == pytest.approx(N_CLASSES * losses["authors"][part], rel=1e-5)
+
+
+def _bn_stats(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [buffer.clone() for name, buffer in model.named_buffers() if "running_" in name]
+
+
+@pytest.mark.parametrize("with_spl", [False, True])
+def test_separate_passes_keep_batch_norm_statistics_per_part(data: FoldData, with_spl: bool) -> None:
+    if with_spl:
+        data.spl_targets = np.full((len(data.noisy), N_CLASSES), 1 / N_CLASSES, np.float32)
+        data.spl_noisy_idx = np.arange(0, 48, 2)
+    spl = {"variant": "leak_free"} if with_spl else {}
+    separate, pooled = (_spec(augment=NO_AUGMENT, spl=spl, separate_passes=flag) for flag in (True, False))
+    batch, model = _first_batch(separate, data), _model(separate)
+    assert len(batch.parts()) == (3 if with_spl else 2)
+    stats = {}
+    for spec in (separate, pooled):
+        net = copy.deepcopy(model)
+        Trainer(spec, net, torch.device("cpu")).step(batch, torch.Generator(), torch.optim.SGD(net.parameters()), "T")
+        stats[spec.separate_passes] = _bn_stats(net)
+    by_hand = copy.deepcopy(model).train()
+    trainer = Trainer(separate, by_hand, torch.device("cpu"))
+    with torch.no_grad():
+        for part in batch.parts().values():  # each part alone through the backbone, in the order of the step
+            by_hand.backbone(trainer.prepare(part, torch.Generator())[0])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(stats[True], _bn_stats(by_hand), strict=True))
+    assert not all(torch.allclose(a, b, rtol=1e-3) for a, b in zip(stats[True], stats[False], strict=True))
+
+
+@pytest.mark.parametrize(("optimizer", "nesterov"), [("sgd", True), ("sgd", False), ("adam", True)])
+def test_nesterov_reaches_the_optimizer(data: FoldData, optimizer: str, nesterov: bool) -> None:
+    run = FoldTraining(_spec(optimizer=optimizer, nesterov=nesterov), data, N_CLASSES, "T", 0, None, "cpu")
+    group = run.optimizer.param_groups[0]
+    if optimizer == "sgd":
+        assert isinstance(run.optimizer, torch.optim.SGD) and group["nesterov"] is nesterov
+    else:
+        assert isinstance(run.optimizer, torch.optim.Adam) and "nesterov" not in group
+
+
+def _ramp_store(path: Path, n: int) -> tuple[FeatureStore, np.ndarray]:
+    """int16 waveforms 1, 2, 3, ...: a time-scaled crop shows as repeated samples."""
+    with StoreWriter(path, "wave", np.int16, 1) as writer:
+        for i in range(n):
+            writer.write([f"{path.stem}{i:04d}.wav"], [np.arange(1, 1501 + 37 * i, dtype=np.int16)])
+    return FeatureStore.open(path), np.eye(N_CLASSES, dtype=np.float32)[np.arange(n) % N_CLASSES]
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_authors_wave_order_time_scales_and_gains_every_sample(tmp_path: Path, p: float) -> None:
+    curated, y = _ramp_store(tmp_path / "curated.wave.arrow", 24)
+    noisy, ny = _ramp_store(tmp_path / "noisy.wave.arrow", 24)
+    data = FoldData(curated, y, np.arange(18), np.arange(18, 24), noisy, ny,
+                    spl_targets=np.full((24, N_CLASSES), 0.5, np.float32), spl_noisy_idx=np.arange(24))
+    augment = {"mixup": False, "order": "authors", "p": p, "scale_range": [2.0, 2.0]}  # every chosen clip doubled
+    spec = ModelSpec(family="envnet", crop=1000, batch=18, augment=augment, spl={"variant": "leak_free"},
+                     arch={"width": 0.25, "hidden": 16})
+    batch = next(BatchMaker(spec, data, steps_per_epoch=1, seed=0).epoch())
+    trainer = Trainer(spec, spec.build(N_CLASSES), torch.device("cpu"))
+    scaled, gained = [], []
+    for part in batch.parts().values():  # curated, noisy and SPL parts alike
+        for window in np.rint(part.x * 32768).astype(np.int64):
+            steps = np.diff(window[window > 0])  # the clip's samples in the window: +1 each, or 0 and +1 if doubled
+            assert set(np.unique(steps)) <= {0, 1}
+            scaled.append(np.mean(steps == 0) > 0.45)
+        ratio = trainer.prepare(part, torch.Generator().manual_seed(0))[0].numpy() / np.where(part.x == 0, 1, part.x)
+        for r in (r[m] for r, m in zip(ratio, part.x != 0, strict=True)):
+            assert np.allclose(r, r[0], rtol=1e-5)  # one gain per sample: no time scaling on the batch side
+            gained.append(abs(r[0] - 1) > 1e-4)
+    assert len(scaled) == 3 * 18
+    if p == 1.0:
+        assert all(scaled) and all(gained)
+    else:
+        assert 0 < sum(scaled) < len(scaled) and 0 < sum(gained) < len(gained)

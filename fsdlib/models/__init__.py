@@ -8,6 +8,7 @@ from fsdlib.errors import FsdError
 from fsdlib.models.envnet import EnvNetV2
 from fsdlib.models.heads import Activation, MultitaskHeads, TaggingModel
 from fsdlib.models.resnet import ResNet, resnet34
+from fsdlib.spec import check_family
 
 __all__ = ["Activation", "EnvNetV2", "MultitaskHeads", "ResNet", "TaggingModel", "build_model", "resnet34"]
 
@@ -19,6 +20,7 @@ def build_model(family: Literal["resnet", "envnet"], n_classes: int, multitask: 
 
     resnet takes `layers`, `widths`, `in_channels`; envnet takes `width` (channel multiplier).
     """
+    check_family(family)
     head_kwargs = {key: arch.pop(key) for key in HEAD_KWARGS if key in arch}
     if "widths" in arch:
         arch["widths"] = tuple(arch["widths"])
@@ -27,8 +29,6 @@ def build_model(family: Literal["resnet", "envnet"], n_classes: int, multitask: 
     if "dropouts" in head_kwargs:
         head_kwargs["dropouts"] = tuple(head_kwargs["dropouts"])
     backbones = {"resnet": ResNet, "envnet": EnvNetV2}
-    if family not in backbones:
-        raise FsdError(f"model family must be 'resnet' or 'envnet', got {family!r}")
     try:
         backbone = backbones[family](**arch)
     except TypeError as error:

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fsdlib.errors import FsdError
+from fsdlib.spec import check_activation
 
 Activation = Literal["sigmoid", "softmax"]
 
@@ -85,10 +85,7 @@ class TaggingModel(nn.Module):
 
         Runs without gradients in the current mode; call `eval()` first for inference.
         """
+        check_activation(activation)
         with torch.no_grad():
             logits = self.heads.curated(self.backbone(x))
-        if activation == "sigmoid":
-            return torch.sigmoid(logits)
-        if activation == "softmax":
-            return torch.softmax(logits, dim=-1)
-        raise FsdError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
+        return torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=-1)
