@@ -23,12 +23,13 @@ FORMATS = ("table", "csv", "json")
 
 @dataclass(frozen=True)
 class Member:
-    """One model of the ensemble: its settings, its snapshot files (all folds) and its weight."""
+    """One model of the ensemble: its settings, its snapshot files (all folds), TTA pads and weight."""
 
     name: str
     spec: ModelSpec
     snapshots: tuple[Path, ...]
     weight: float
+    pads: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,21 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
 
 def ensemble_members(which: str, spec_of: Callable[[str], ModelSpec], folds: Sequence[int],
                      paths: Paths = PATHS) -> list[Member]:
-    """The trained ensemble's models with a positive weight (`which`: "fixed" or "fitted"), snapshots of all folds."""
+    """The trained ensemble's models with a positive weight (`which`: "fixed", "fitted", or "submitted" for the
+    weights the submission used), with the snapshot cycles and pads the ensemble stage chose, of all folds."""
     if not paths.ensemble_weights.is_file():
         raise FsdError("no trained ensemble (run `dvc repro` first)", paths.ensemble_weights)
-    weights = json.loads(paths.ensemble_weights.read_text())[which]
+    ensemble = json.loads(paths.ensemble_weights.read_text())
+    weights = ensemble[ensemble["submit"] if which == "submitted" else which]
+    chosen = ensemble.get("snapshots", {})
     members = []
     for name, weight in weights.items():
         if weight > 0:
             spec = spec_of(name)
-            snapshots = [p for k in folds for p in snapshot_paths(paths.fold_dir(name, k), spec.snapshot_cycles)]
-            members.append(Member(name, spec, tuple(snapshots), float(weight)))
+            cycles = chosen[name]["cycles"] if name in chosen else spec.snapshot_cycles
+            pads = tuple(chosen[name]["pads"]) if name in chosen else spec.tta_pads
+            snapshots = [p for k in folds for p in snapshot_paths(paths.fold_dir(name, k), cycles)]
+            members.append(Member(name, spec, tuple(snapshots), float(weight), pads))
     return members
 
 
@@ -105,7 +111,7 @@ class Tagger:
         preds = {}
         for m in self.members:
             clips = mels if m.spec.kind == "logmel" else list(waves)
-            preds[m.name] = predict_snapshots(m.spec, len(self.classes), m.snapshots, clips, m.spec.tta_pads,
+            preds[m.name] = predict_snapshots(m.spec, len(self.classes), m.snapshots, clips, m.pads,
                                               self.inference, self.device)
         return weighted_average(preds, {m.name: m.weight for m in self.members}).astype(np.float32)
 

@@ -23,6 +23,7 @@ class Format(StrEnum):
 
 
 class Weights(StrEnum):
+    submitted = "submitted"
     fixed = "fixed"
     fitted = "fitted"
 
@@ -33,7 +34,7 @@ def tag(
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="labels per file"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
-    weights: Weights = typer.Option(Weights.fixed, help="ensemble weights: params' fixed ones or OOF-fitted"),
+    weights: Weights = typer.Option(Weights.submitted, help="ensemble weights: as submitted, fixed or fitted"),
     params: Path = typer.Option(PARAMS, help="params file"),
     device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
 ) -> None:

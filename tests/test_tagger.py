@@ -45,3 +45,20 @@ def test_ensemble_members_positive_weights_and_snapshots_of_all_folds(tmp_path: 
         "A/fold0/snapshot_2.pt", "A/fold0/snapshot_3.pt", "A/fold1/snapshot_2.pt", "A/fold1/snapshot_3.pt"]
     assert len(members[1].snapshots) == 6
     assert [m.name for m in ensemble_members("fitted", specs.__getitem__, [0], paths)] == ["A"]
+
+
+def test_ensemble_members_use_the_chosen_snapshots_pads_and_submitted_weights(tmp_path: Path) -> None:
+    """Tagging uses what the ensemble stage chose (ensemble.select: cv) and submitted, so tags match the submission."""
+    paths = Paths(tmp_path)
+    specs = {"A": ModelSpec(family="resnet", cycles=3, tta_pads=(8, 32)), "D": ModelSpec(family="envnet")}
+    write_json(paths.ensemble_weights, {"fixed": {"A": 0.5, "D": 0.5}, "fitted": {"A": 1.0, "D": 0.0},
+                                        "submit": "fitted", "snapshots": {"A": {"cycles": [3], "pads": [32]}}})
+    for name in specs:
+        paths.fold_dir(name, 0).mkdir(parents=True)
+        for c in (1, 2, 3):
+            (paths.fold_dir(name, 0) / f"snapshot_{c}.pt").write_bytes(b"")
+    (member,) = ensemble_members("submitted", specs.__getitem__, [0], paths)
+    assert (member.name, member.weight, member.pads) == ("A", 1.0, (32,))
+    assert [p.name for p in member.snapshots] == ["snapshot_3.pt"]
+    fixed = ensemble_members("fixed", specs.__getitem__, [0], paths)
+    assert [len(m.snapshots) for m in fixed] == [1, 3] and fixed[1].pads == ()
