@@ -92,3 +92,15 @@ def make_root(root: Path, n_curated: int = 10, n_noisy: int = 10, n_test: int = 
 @pytest.fixture
 def tiny_root(tmp_path: Path) -> Path:
     return make_root(tmp_path / "root")
+
+
+def random_truth(rng: np.random.Generator, n: int = 300, c: int = 12) -> np.ndarray:
+    """Multi-hot labels: every clip one label, some a few more."""
+    truth = rng.random((n, c)) < 0.05
+    truth[np.arange(n), rng.integers(0, c, n)] = True
+    return truth
+
+
+def noisy_scores(rng: np.random.Generator, truth: np.ndarray, signal: float) -> np.ndarray:
+    """Probabilities whose logits are `signal` × truth plus unit Gaussian noise (signal 0: an untrained snapshot)."""
+    return 1.0 / (1.0 + np.exp(-(signal * truth + rng.standard_normal(truth.shape))))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_root
+from conftest import make_root, noisy_scores, random_truth
 
 from fsdlib.dataset import label_table, read_dataset, read_label_table
 from fsdlib.ensemble import combine, fit_weights, nested_cv, weighted_average
@@ -21,22 +21,11 @@ from fsdlib.report import report_ensemble, selection_summary, summary
 from fsdlib.selection import SnapshotGrid, average, select
 
 
-def _truth(rng: np.random.Generator, n: int = 300, c: int = 12) -> np.ndarray:
-    truth = rng.random((n, c)) < 0.05
-    truth[np.arange(n), rng.integers(0, c, n)] = True
-    return truth
-
-
-def _model(rng: np.random.Generator, truth: np.ndarray, signal: float) -> np.ndarray:
-    """Probabilities whose logits are `signal` × truth plus unit Gaussian noise."""
-    return 1.0 / (1.0 + np.exp(-(signal * truth + rng.standard_normal(truth.shape))))
-
-
 @pytest.fixture
 def oof() -> tuple[dict[str, np.ndarray], np.ndarray]:
     rng = np.random.default_rng(0)
-    truth = _truth(rng)
-    preds = {name: _model(rng, truth, s) for name, s in (("A", 1.5), ("B", 1.0), ("C", 0.5), ("noise", 0.0))}
+    truth = random_truth(rng)
+    preds = {name: noisy_scores(rng, truth, s) for name, s in (("A", 1.5), ("B", 1.0), ("C", 0.5), ("noise", 0.0))}
     return preds, truth
 
 
@@ -131,12 +120,12 @@ def test_combine_drops_untrained_folds_and_fits_positive_weights_only(
 
 def _grid(rng: np.random.Generator, truth: np.ndarray, signals: list[float], n_pads: int = 2) -> np.ndarray:
     """(cycles, pads, clips, C) predictions, one signal per cycle."""
-    return np.stack([np.stack([_model(rng, truth, s) for _ in range(n_pads)]) for s in signals]).astype(np.float32)
+    return np.stack([np.stack([noisy_scores(rng, truth, s) for _ in range(n_pads)]) for s in signals]).astype(np.float32)
 
 
 def test_nested_cv_fixed_models_equal_their_cv_and_fitted_weights_are_honest() -> None:
     rng = np.random.default_rng(6)
-    truth = _truth(rng, n=200)
+    truth = random_truth(rng, n=200)
     folds = np.arange(200) % 4
     grids = {name: SnapshotGrid(rng.random((8, 2, *truth.shape)).astype(np.float32), np.zeros((1, 1, 1, 1)),
                                 tuple(range(1, 9)), (0, 8)) for name in ("n1", "n2", "n3", "n4")}
@@ -158,7 +147,7 @@ def test_nested_cv_fixed_models_equal_their_cv_and_fitted_weights_are_honest() -
 
 def test_nested_cv_leaves_out_clips_without_predictions_and_needs_two_folds() -> None:
     rng = np.random.default_rng(7)
-    truth = _truth(rng, n=120)
+    truth = random_truth(rng, n=120)
     folds = np.arange(120) % 3
     oof = _grid(rng, truth, [0.0, 1.5, 1.5])
     oof[:, :, folds == 2] = np.nan

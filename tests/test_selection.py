@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_root
+from conftest import make_root, noisy_scores, random_truth
 
 from fsdlib import predict
 from fsdlib.dataset import label_table, read_dataset, read_label_table
@@ -38,27 +38,16 @@ CYCLES = (1, 2, 3, 4)
 PADS = (8, 32)
 
 
-def _truth(rng: np.random.Generator, n: int = 300, c: int = 12) -> np.ndarray:
-    truth = rng.random((n, c)) < 0.05
-    truth[np.arange(n), rng.integers(0, c, n)] = True
-    return truth
-
-
-def _model(rng: np.random.Generator, truth: np.ndarray, signal: float) -> np.ndarray:
-    """Probabilities whose logits are `signal` × truth plus unit Gaussian noise (signal 0: an untrained snapshot)."""
-    return 1.0 / (1.0 + np.exp(-(signal * truth + rng.standard_normal(truth.shape))))
-
-
 def _grid(rng: np.random.Generator, truth: np.ndarray, signals: list[list[float]]) -> np.ndarray:
     """A (cycles, pads, clips, C) OOF grid, signals[cycle][pad]."""
-    return np.stack([np.stack([_model(rng, truth, s) for s in row]) for row in signals]).astype(np.float32)
+    return np.stack([np.stack([noisy_scores(rng, truth, s) for s in row]) for row in signals]).astype(np.float32)
 
 
 @pytest.fixture
 def untrained_first_cycle() -> tuple[np.ndarray, np.ndarray]:
     """Cycle 1 is noise (an untrained early snapshot), cycles 2-4 are trained."""
     rng = np.random.default_rng(0)
-    truth = _truth(rng)
+    truth = random_truth(rng)
     return _grid(rng, truth, [[0.0, 0.0], [1.5, 1.5], [1.5, 1.5], [1.5, 1.5]]), truth
 
 
@@ -85,7 +74,7 @@ def test_fixed_mode_is_the_mean_over_every_cycle_and_pad(untrained_first_cycle) 
 
 def test_cv_chooses_a_subset_of_pads() -> None:
     rng = np.random.default_rng(1)
-    truth = _truth(rng)
+    truth = random_truth(rng)
     grid = _grid(rng, truth, [[1.5, 1.5, 0.0]] * 3)  # the last pad's predictions are noise at every cycle
     chosen = select(grid, truth, (1, 2, 3), (0, 8, 32), "cv")
     assert chosen.pads == (0, 8) and chosen.cycles == (1, 2, 3)
@@ -95,8 +84,8 @@ def test_cv_chooses_a_subset_of_pads() -> None:
 
 def test_ties_go_to_more_cycles_then_more_pads() -> None:
     rng = np.random.default_rng(2)
-    truth = _truth(rng, n=50)
-    same = _model(rng, truth, 1.0).astype(np.float32)
+    truth = random_truth(rng, n=50)
+    same = noisy_scores(rng, truth, 1.0).astype(np.float32)
     grid = np.broadcast_to(same, (3, 2, *same.shape))
     assert select(grid, truth, (4, 5, 6), (8, 32), "cv") == Selection((4, 5, 6), (8, 32), lwlrap(truth, same))
 
@@ -131,7 +120,7 @@ def test_nested_choice_shows_the_selection_bias_of_pure_noise_candidates() -> No
     """Among 30 × 7 candidates of pure noise, the best looks better than chance; chosen on the other folds and
     scored on the held-out fold, it does not."""
     rng = np.random.default_rng(3)
-    truth = _truth(rng, n=200)
+    truth = random_truth(rng, n=200)
     grid = rng.random((30, 3, *truth.shape)).astype(np.float32)
     cycles, pads = tuple(range(1, 31)), (0, 8, 32)
     folds = np.arange(len(truth)) % 5
@@ -179,7 +168,7 @@ def _teacher_oof(paths: Paths, truth: np.ndarray, folds: np.ndarray, signals: li
     rng = np.random.default_rng(seed)
     for k in sorted(set(folds.tolist())):
         rows = np.flatnonzero(folds == k)
-        preds = np.stack([_model(rng, truth[rows], s) for s in signals]).astype(np.float32)
+        preds = np.stack([noisy_scores(rng, truth[rows], s) for s in signals]).astype(np.float32)
         paths.fold_dir("A", k).mkdir(parents=True)
         np.savez(paths.fold_dir("A", k) / "oof.npz", fnames=np.array([f"c{i}.wav" for i in rows]), preds=preds,
                  targets=truth[rows])
@@ -193,7 +182,7 @@ def _same(a: Selection, b: Selection) -> None:
 def test_teacher_cycles_chosen_on_the_other_folds(tmp_path: Path) -> None:
     paths = Paths(tmp_path)
     rng = np.random.default_rng(5)
-    truth = _truth(rng, n=250)
+    truth = random_truth(rng, n=250)
     folds = np.arange(250) % 5
     _teacher_oof(paths, truth, folds, [0.0, 0.0, 1.5, 1.5])  # two untrained early cycles
     chosen = teacher_cycles("A", [0, 1, 2, 3, 4], "cv", paths)
@@ -218,7 +207,7 @@ def test_teacher_cycles_chosen_on_the_other_folds(tmp_path: Path) -> None:
 def test_teacher_cycles_refuses_folds_with_different_cycle_counts(tmp_path: Path) -> None:
     paths = Paths(tmp_path)
     rng = np.random.default_rng(6)
-    truth = _truth(rng, n=40)
+    truth = random_truth(rng, n=40)
     _teacher_oof(paths, truth, np.arange(40) % 2, [1.0, 1.0])
     with np.load(paths.fold_dir("A", 1) / "oof.npz") as z:
         arrays = {k: z[k] for k in z.files}
