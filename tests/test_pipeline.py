@@ -60,7 +60,9 @@ def test_pipeline_outputs(repo: Path) -> None:
     values = submission.iloc[:, 1:].to_numpy()
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
     weights = json.loads(paths.ensemble_weights.read_text())
-    assert weights["submit"] == "fixed" and sum(weights["fixed"].values()) == pytest.approx(1.0)
+    submitted = yaml.safe_load((repo / "params.yaml").read_text())["ensemble"]["submit"]
+    assert weights["submit"] == submitted and sum(weights["fixed"].values()) == pytest.approx(1.0)
+    assert sum(weights["fitted"].values()) == pytest.approx(1.0)
     for png in ("cv_per_model.png", "per_class.png", "training_curves.png"):
         assert (paths.metrics / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shown = run(["dvc", "metrics", "show"], repo).stdout

@@ -219,7 +219,7 @@ def test_teacher_cycles_refuses_folds_with_different_cycle_counts(tmp_path: Path
 # The predictions file: per (cycle, pad), from real (untrained) snapshots of a tiny network.
 
 N_MELS = 16
-SPEC = ModelSpec(family="resnet", cycles=3, tta_pads=(2, 6),
+MODEL_SPEC = ModelSpec(family="resnet", cycles=3, tta_pads=(2, 6),
                  arch={"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16})
 EXACT = InferenceConfig(max_batch=1)  # one clip per batch: no group padding, so pads alone change the input
 
@@ -243,13 +243,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Paths:
     paths.fold_dir("M", 0).mkdir(parents=True)
     for cycle in (1, 2, 3):
         torch.manual_seed(cycle)
-        torch.save(SPEC.build(len(dataset.classes)).state_dict(), paths.fold_dir("M", 0) / f"snapshot_{cycle}.pt")
+        torch.save(MODEL_SPEC.build(len(dataset.classes)).state_dict(), paths.fold_dir("M", 0) / f"snapshot_{cycle}.pt")
     return paths
 
 
 def test_predictions_per_cycle_and_pad(trained: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
-    spec = replace(SPEC, snapshot_cycles=(2, 3))
+    spec = replace(MODEL_SPEC, snapshot_cycles=(2, 3))
     loaded = []
     monkeypatch.setattr(predict, "load_snapshot", lambda *args: loaded.append(args[2]) or load_snapshot(*args))
     out = model_predictions("M", spec, [0], EXACT, "cpu", trained)
@@ -269,22 +269,22 @@ def test_predictions_per_cycle_and_pad(trained: Paths, monkeypatch: pytest.Monke
     one = predict_snapshots(spec, n_classes, snapshots[1:], clips, (6,), EXACT, "cpu")
     np.testing.assert_allclose(out["test"][1, 1], one, atol=1e-5)
     assert not np.allclose(out["test"][0], out["test"][1], atol=1e-3)  # the cycles' snapshots differ
-    every = model_predictions("M", SPEC, [0], EXACT, "cpu", trained)
+    every = model_predictions("M", MODEL_SPEC, [0], EXACT, "cpu", trained)
     assert every["cycles"].tolist() == [1, 2, 3] and every["oof"].shape[:2] == (3, 2)
-    no_pads = model_predictions("M", replace(SPEC, tta_pads=()), [0], EXACT, "cpu", trained)
+    no_pads = model_predictions("M", replace(MODEL_SPEC, tta_pads=()), [0], EXACT, "cpu", trained)
     assert no_pads["pads"].tolist() == [0] and no_pads["test"].shape[:2] == (3, 1)
 
 
 def test_teacher_predicts_with_the_chosen_cycles_only(trained: Paths) -> None:
     torch.set_num_threads(1)
-    out = teacher_predictions("M", SPEC, [0], "cpu", trained, cycles={0: (2, 3)})
+    out = teacher_predictions("M", MODEL_SPEC, [0], "cpu", trained, cycles={0: (2, 3)})
     assert out["cycles_used"].tolist() == [[False, True, True]]
     snapshots = snapshot_paths(trained.fold_dir("M", 0), (2, 3))
     _, labels = read_label_table(trained.labels)
     noisy, _ = open_subset("noisy", "logmel", labels, trained.features)
-    expected = predict_snapshots(SPEC, out["preds"].shape[2], snapshots, [noisy[i] for i in range(len(noisy))],
+    expected = predict_snapshots(MODEL_SPEC, out["preds"].shape[2], snapshots, [noisy[i] for i in range(len(noisy))],
                                  device="cpu")
     np.testing.assert_allclose(out["preds"][0], expected, atol=1e-6)
-    every = teacher_predictions("M", SPEC, [0], "cpu", trained)
+    every = teacher_predictions("M", MODEL_SPEC, [0], "cpu", trained)
     assert every["cycles_used"].tolist() == [[True, True, True]]
     assert not np.allclose(every["preds"], out["preds"], atol=1e-4)
