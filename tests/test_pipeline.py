@@ -141,13 +141,20 @@ def test_tag_hostile_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_
     assert len(ACCEPTED) + 1 == len(accepted)
 
 
+def _train_stage(repo: Path, model: str) -> str:
+    """The dvc.yaml train stage group that trains `model` (train, train_from_pre or train_student)."""
+    groups = yaml.safe_load((repo / "params.yaml").read_text())["stage_models"]
+    return next(group for group, models in groups.items() if group != "predict" and model in models)
+
+
 def test_two_fold_stages_run_concurrently_end_clean(repo: Path) -> None:
     _set(repo, "models.F.lr_min", 2.0e-6)
-    procs = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "-s", f"train@F-{k}"], cwd=repo, env=env(),
+    train_f = _train_stage(repo, "F")
+    procs = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "-s", f"{train_f}@F-{k}"], cwd=repo, env=env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
-    status = run(["dvc", "status", "train@F-0", "train@F-1"], repo).stdout
+    status = run(["dvc", "status", f"{train_f}@F-0", f"{train_f}@F-1"], repo).stdout
     assert "changed" not in status, status
 
 
@@ -156,7 +163,8 @@ def test_experiment_runs_only_dependent_stages(repo: Path) -> None:
     run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "baseline"], repo)
     proc = run(["dvc", "exp", "run", "-S", "models.F.lr_max=0.05"], repo)
     ran = sorted(set(re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)))
-    assert ran == ["ensemble", "predict@F", "train@F-0", "train@F-1"]
+    train_f = _train_stage(repo, "F")
+    assert ran == ["ensemble", "predict@F", f"{train_f}@F-0", f"{train_f}@F-1"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert "metrics/metrics.json" in json.dumps(shown) and "ensemble_fixed" in json.dumps(shown)
     assert "models.F.lr_max" in run(["dvc", "params", "diff"], repo).stdout
