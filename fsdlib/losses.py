@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from fsdlib.errors import FsdError
 from fsdlib.models.heads import Activation
+from fsdlib.spec import LOSS_REDUCTIONS, check_activation, check_choice
 
 # "row_sum": KL summed over classes, averaged over rows. "authors": PyTorch's default 'mean' reduction
 # (KLDivLoss()), averaged over batch x classes, i.e. 1/n_classes of "row_sum". BCE is the mean over
@@ -29,24 +29,17 @@ def kl_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: Redu
     q = targets / total.clamp(min=torch.finfo(targets.dtype).tiny)
     log_p = F.log_softmax(logits, dim=-1)
     pointwise = torch.xlogy(q, q) - q * log_p
-    if reduction == "row_sum":
-        return pointwise.sum(dim=-1).mean()
-    if reduction == "authors":
-        return pointwise.mean()
-    raise FsdError(f"reduction must be 'row_sum' or 'authors', got {reduction!r}")
+    check_choice("reduction", reduction, LOSS_REDUCTIONS)
+    return pointwise.sum(dim=-1).mean() if reduction == "row_sum" else pointwise.mean()
 
 
 def head_loss(
     logits: torch.Tensor, targets: torch.Tensor, activation: Activation, reduction: Reduction = "row_sum"
 ) -> torch.Tensor:
     """The loss matching the output activation: BCE for sigmoid models, KL for softmax models."""
-    if reduction not in ("row_sum", "authors"):
-        raise FsdError(f"reduction must be 'row_sum' or 'authors', got {reduction!r}")
-    if activation == "sigmoid":
-        return bce_loss(logits, targets)
-    if activation == "softmax":
-        return kl_softmax_loss(logits, targets, reduction)
-    raise FsdError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
+    check_activation(activation)
+    check_choice("reduction", reduction, LOSS_REDUCTIONS)
+    return bce_loss(logits, targets) if activation == "sigmoid" else kl_softmax_loss(logits, targets, reduction)
 
 
 def spl_mse_loss(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
