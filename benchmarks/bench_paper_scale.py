@@ -166,7 +166,8 @@ def measure_steps(name: str, spec: ModelSpec, data: FoldData, device: torch.devi
     torch.manual_seed(0)
     model = spec.build(N_CLASSES).to(device)
     model.train()
-    optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay)
+    optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay,
+                                nesterov=spec.nesterov)
     trainer = Trainer(spec, model, device)
     gen = torch.Generator().manual_seed(0)
     batches = endless(spec, data)
