@@ -11,10 +11,15 @@ if [ "${1:-}" = "--paper" ]; then
   root=${2:?usage: $0 --paper /path/to/FSDKaggle2019}
   [ -d "$root" ] || { echo "error: $root: dataset root not found" >&2; exit 1; }
   python - "$root" <<'PY'
+import json
 import sys
 from pathlib import Path
 text = Path("params/paper.yaml").read_text()
-Path("params.yaml").write_text(text.replace("root: /path/to/FSDKaggle2019", f"root: {sys.argv[1]}"))
+placeholder = "root: /path/to/FSDKaggle2019"
+if text.count(placeholder) != 1:
+    sys.exit(f"error: params/paper.yaml: expected one '{placeholder}' to replace")
+# a double-quoted YAML string (JSON's escapes), so that any path reads back as itself
+Path("params.yaml").write_text(text.replace(placeholder, f"root: {json.dumps(sys.argv[1])}"))
 PY
   shift 2
 fi
