@@ -1,4 +1,5 @@
-"""Reading audio: validated WAV files as mono int16 at 44.1 kHz, the project's canonical waveform."""
+"""Reading audio as mono int16 at 44.1 kHz, the project's canonical waveform: validated WAV files for the pipeline,
+any format libsndfile decodes for the importer."""
 
 from __future__ import annotations
 
@@ -43,16 +44,37 @@ def load_wav(path: str | Path) -> np.ndarray:
 
     Raises FsdError naming the file for a missing, empty, truncated or unreadable file.
     """
-    import soundfile as sf
-
     path = Path(path)
     if not path.is_file():
         raise FsdError("audio file not found", path)
     _check_riff(path)
+    return _decode(path, "WAV", logging.WARNING)
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """Read any file libsndfile decodes (WAV, FLAC, OGG/Vorbis, MP3, ...) as mono int16 at 44.1 kHz.
+
+    The importer's reader (fsdlib/importer.py), where conversion is the point, so it is logged at debug level only;
+    the pipeline itself reads WAV only (`load_wav`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FsdError("audio file not found", path)
+    if path.stat().st_size == 0:
+        raise FsdError("empty file (0 bytes)", path)
+    if path.suffix.lower() == ".wav":
+        _check_riff(path)
+    return _decode(path, path.suffix.lstrip(".").upper() or "audio", logging.DEBUG)
+
+
+def _decode(path: Path, kind: str, level: int) -> np.ndarray:
+    """Decode with libsndfile, then downmix, resample and convert to int16 where needed (logged at `level`)."""
+    import soundfile as sf
+
     try:
         info = sf.info(str(path))
         if info.frames == 0:
-            raise FsdError("empty WAV (0 samples)", path)
+            raise FsdError(f"empty {kind} (0 samples)", path)
         if info.channels == 1 and info.samplerate == SAMPLE_RATE and info.subtype == "PCM_16":
             data = sf.read(str(path), dtype="int16", always_2d=False)[0]
             return np.ascontiguousarray(data, dtype=np.int16)
@@ -60,7 +82,7 @@ def load_wav(path: str | Path) -> np.ndarray:
     except FsdError:
         raise
     except Exception as exc:  # libsndfile reports many kinds of damage; all mean "unreadable"
-        raise FsdError(f"unreadable WAV ({exc})", path) from None
+        raise FsdError(f"unreadable {kind} ({exc})", path) from None
     conversions = []
     if data.shape[1] > 1:
         conversions.append(f"downmixed {data.shape[1]} channels")
@@ -73,11 +95,11 @@ def load_wav(path: str | Path) -> np.ndarray:
     if info.subtype != "PCM_16":
         conversions.append(f"converted {info.subtype} to 16-bit PCM")
     if conversions:
-        log.warning("%s: %s", path, ", ".join(conversions))
+        log.log(level, "%s: %s", path, ", ".join(conversions))
     if mono.size == 0:
-        raise FsdError("empty WAV (0 samples after conversion)", path)
+        raise FsdError(f"empty {kind} (0 samples after conversion)", path)
     if not np.all(np.isfinite(mono)):
-        raise FsdError("WAV holds non-finite samples (NaN or inf)", path)
+        raise FsdError(f"{kind} holds non-finite samples (NaN or inf)", path)
     return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
 
 

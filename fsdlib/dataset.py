@@ -18,6 +18,7 @@ NOISY_CSVS = ("train_noisy.csv", "train_noisy_post_competition.csv")
 SAMPLE_SUBMISSION = "sample_submission.csv"
 TEST_LABELS = "test_post_competition.csv"
 USAGES = ("Public", "Private")
+SUBSETS = ("curated", "noisy", "test")
 
 
 @dataclass(frozen=True)
@@ -209,4 +210,6 @@ def read_label_table(path: str | Path) -> tuple[tuple[str, ...], dict[str, Label
         values = part[list(classes)].to_numpy(np.float32)
         targets = None if np.isnan(values).any() else values
         out[str(name)] = Labels(tuple(part["fname"]), targets, tuple(part["usage"]))
+    for name in SUBSETS:  # a subset without clips (no noisy part) has no rows in the table
+        out.setdefault(name, Labels((), np.zeros((0, len(classes)), np.float32), ()))
     return classes, out

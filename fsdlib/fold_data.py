@@ -53,8 +53,10 @@ def fold_data(spec: ModelSpec, fold: int, paths: Paths = PATHS) -> tuple[FoldDat
         raise FsdError(f"fold {fold} does not exist (folds are {sorted(set(assignment.tolist()))})", paths.folds)
     data = FoldData(curated, curated_targets, np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold))
     if spec.multitask or spec.spl:
-        data.noisy, data.noisy_targets = open_subset("noisy", spec.kind, labels, paths.features)
-    if spec.spl:
+        noisy, noisy_targets = open_subset("noisy", spec.kind, labels, paths.features)
+        if len(noisy):  # without a noisy part the noisy head and the SPL batches go unused (docs/method.md §12)
+            data.noisy, data.noisy_targets = noisy, noisy_targets
+    if spec.spl and data.noisy is not None:
         source = paths.pseudo_labels(spec.spl_variant)
         if not source.is_file():
             raise FsdError("pseudo labels not found (run the pseudo_label stage)", source)

@@ -72,7 +72,9 @@ def teacher_predictions(name: str, spec: ModelSpec, folds: Sequence[int], device
         snapshots = snapshot_paths(paths.fold_dir(name, k), cycles.get(k))
         used.append([snapshot_cycle(path) for path in snapshots])
         log.info("teacher %s fold %d: cycles %s on %d noisy clips", name, k, used[-1], len(clips))
-        preds.append(predict_snapshots(spec, len(classes), snapshots, clips, device=device))
+        # without a noisy part the pseudo labels are an empty table, and the students train on curated clips only
+        preds.append(predict_snapshots(spec, len(classes), snapshots, clips, device=device) if clips else
+                     np.zeros((0, len(classes)), np.float32))
     used_mask = np.zeros((len(folds), max(max(u) for u in used)), dtype=bool)
     for row, chosen in enumerate(used):
         used_mask[row, np.array(chosen) - 1] = True

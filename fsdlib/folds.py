@@ -44,10 +44,14 @@ def assign_folds(labels: np.ndarray, cfg: FoldConfig) -> np.ndarray:
 
 
 def make_folds(dataset: Dataset, cfg: FoldConfig) -> pd.DataFrame:
-    """One table (subset, fname, fold) for curated and noisy clips; noisy folds are stratified the same way."""
+    """One table (subset, fname, fold) for curated and noisy clips; noisy folds are stratified the same way.
+
+    A dataset without a noisy part (an empty train_noisy.csv) has curated rows only.
+    """
     parts = []
     for subset in (dataset.curated, dataset.noisy):
-        fold = assign_folds(subset.labels, cfg)
+        empty_noisy = subset is dataset.noisy and len(subset) == 0
+        fold = np.zeros(0, dtype=np.int64) if empty_noisy else assign_folds(subset.labels, cfg)
         parts.append(pd.DataFrame({"subset": subset.name, "fname": list(subset.fnames), "fold": fold}))
     return pd.concat(parts, ignore_index=True)
 
