@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,11 +21,15 @@ from fsdlib.errors import FsdError
 
 @dataclass(frozen=True)
 class World:
-    """This process's place among the data-parallel workers (rank 0 of 1 without torchrun)."""
+    """This process's place among the data-parallel workers (rank 0 of 1 without torchrun), the device it trains
+    and runs its collectives on (the rank's GPU under NCCL, the CPU under gloo), and whether it is a member of a
+    process group (then DistributedDataParallel, synchronised batch norm and collectives run, even for one rank)."""
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    joined: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -38,27 +43,69 @@ class World:
         return slice(self.rank * part, (self.rank + 1) * part)
 
     def barrier(self) -> None:
-        if self.size > 1:
+        if self.joined:
             dist.barrier()
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of `values` over all ranks, reduced on the group's device (NCCL has no CPU backend)."""
+        if not self.joined:
+            return values
+        values = values.to(self.device)
+        dist.all_reduce(values)
+        return values / self.size
+
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (pickled; tensors in it should be on the CPU)."""
+        if not self.joined:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=self.device)
+        return box[0]
+
+
+def rank_device(device: torch.device, local_rank: int, visible: int) -> torch.device:
+    """The GPU of the process with `local_rank` on its node: cuda:LOCAL_RANK when the process sees every GPU of the
+    node, cuda:0 when it sees exactly one (a launcher that binds one GPU per task); anything else is ambiguous."""
+    if local_rank < visible:
+        return torch.device("cuda", local_rank)
+    if visible == 1:
+        return torch.device("cuda", 0)
+    raise FsdError(f"local rank {local_rank} but this process sees {visible} GPUs: show each process all of its "
+                   "node's GPUs, or exactly one")
 
 
 def init_world(device: torch.device) -> World:
-    """Join the process group torchrun describes in the environment; a lone process gets World()."""
+    """Join the process group torchrun describes in the environment, or take part in the one the caller already
+    joined (of any size); a lone process gets World() on `device`.
+
+    On CUDA each rank binds its own GPU (`torch.cuda.set_device`, and `device_id` so NCCL connects eagerly)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
+    if size <= 1 and not dist.is_initialized():
+        return World(device=device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = rank_device(device, local_rank, torch.cuda.device_count())
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return World(dist.get_rank(), dist.get_world_size(), local_rank, device, joined=True)
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):
-    """Batch norm over the samples of all ranks: statistics and their gradients all-reduced (any device)."""
+    """Batch norm over the samples of all ranks: statistics and their gradients all-reduced (any device).
+
+    Statistics, counts and gradients are computed in float32 whatever the input's precision (a bf16 count of
+    elements would be rounded); the output and the input's gradient come back in the input's dtype.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):  # type: ignore[override]
         dims = [d for d in range(x.dim()) if d != 1]
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
+        dtype, x = x.dtype, x.float()
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
         dist.all_reduce(stats)
         channels = x.shape[1]
@@ -70,11 +117,12 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         xhat = (x - mean.view(shape)) * invstd.view(shape)
         ctx.save_for_backward(xhat, weight, invstd, total)
         ctx.mark_non_differentiable(mean, var, total)
-        return xhat * weight.view(shape) + bias.view(shape), mean, var, total
+        return (xhat * weight.view(shape) + bias.view(shape)).to(dtype), mean, var, total
 
     @staticmethod
     def backward(ctx, grad_out, _mean, _var, _total):  # type: ignore[override]
         xhat, weight, invstd, total = ctx.saved_tensors
+        dtype, grad_out = grad_out.dtype, grad_out.float()
         dims = [d for d in range(grad_out.dim()) if d != 1]
         channels = grad_out.shape[1]
         shape = [1, channels] + [1] * (grad_out.dim() - 2)
@@ -83,14 +131,14 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         dist.all_reduce(local)
         mean_dy, mean_dy_xhat = local[:channels] / total, local[channels:] / total
         grad_x = (grad_out - mean_dy.view(shape) - xhat * mean_dy_xhat.view(shape)) * (invstd * weight).view(shape)
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x.to(dtype), grad_weight, grad_bias, None
 
 
 class SyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics span all ranks; behaves as BatchNorm2d in eval or alone."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
         y, mean, var, total = _SyncBatchNormFunction.apply(x, self.weight, self.bias, self.eps)
         with torch.no_grad():
