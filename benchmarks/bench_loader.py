@@ -102,7 +102,7 @@ class Bench:
         count = iter(range(10**9))
 
         def one() -> None:
-            self.trainer.step(prepared[next(count) % len(prepared)], self.gen, optimizer, "bench")
+            self.trainer.step(prepared[next(count) % len(prepared)], self.gen, optimizer)
 
         return self.rate(one, repeats, warmup)
 
@@ -111,10 +111,10 @@ class Bench:
         model = self.trainer.model.train()
         optimizer = build_optimizer(self.spec.optimizer, model.parameters(), self.spec.lr_max)
         batches = prefetch(b for _, b in zip(range(steps + 1), self.batches, strict=False))
-        self.trainer.step(next(batches), self.gen, optimizer, "bench")
+        self.trainer.step(next(batches), self.gen, optimizer)
         start = time.perf_counter()
         for batch in batches:
-            self.trainer.step(batch, self.gen, optimizer, "bench")
+            self.trainer.step(batch, self.gen, optimizer)
         return self.samples * steps / (time.perf_counter() - start)
 
 

@@ -163,20 +163,22 @@ def measure_steps(name: str, spec: ModelSpec, data: FoldData, device: torch.devi
     full = spec.batch
     if 0 < max_samples < full * parts(spec):
         spec = replace(spec, batch=max(1, max_samples // parts(spec)))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # the CUDA peak printed after each model is that model's
     torch.manual_seed(0)
     model = spec.build(N_CLASSES).to(device)
     model.train()
     optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay,
                                 nesterov=spec.nesterov)
     trainer = Trainer(spec, model, device)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device).manual_seed(0)  # augmentation draws on the batch's device, as in training
     batches = endless(spec, data)
     step_s, load_s, samples = [], [], 0
     for i in range(warmup + steps):
         start = time.perf_counter()
         batch = next(batches)
         loaded = time.perf_counter()
-        trainer.step(batch, gen, optimizer, f"{name} bench step {i + 1}")
+        trainer.step(batch, gen, optimizer)
         sync(device)
         done = time.perf_counter()
         samples = sum(len(part.x) for part in batch.parts().values())

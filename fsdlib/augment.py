@@ -169,7 +169,8 @@ def crop_wave_scaled(
 
 
 # ---------------------------------------------------------------------------------------------
-# Batch side: vectorised torch, random numbers from the generator, moved to the batch's device.
+# Batch side: vectorised torch, random numbers from the generator, drawn where it lives (in training, on the batch's
+# device) and moved to the batch's device if elsewhere; no draw is read back on the host but the Beta seed.
 
 
 def _uniform(gen: torch.Generator, n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
@@ -199,7 +200,7 @@ def _mixup_pairs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each sample's partner and mixing ratio λ ~ Beta(alpha, alpha) (1 for samples not chosen). Partners
     come from rolling the batch by a random non-zero shift, so none is itself; needs batch >= 2."""
-    shift = int(torch.randint(1, batch, (1,), generator=gen, device=gen.device))
+    shift = torch.randint(1, batch, (1,), generator=gen, device=gen.device).to(device)
     partner = (torch.arange(batch, device=device) + shift) % batch
     lam = _beta(gen, batch, alpha, device)
     lam = torch.where(_chosen(gen, batch, p, device), lam, torch.ones_like(lam))

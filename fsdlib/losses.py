@@ -58,22 +58,22 @@ def multitask_loss(
     spl_targets: torch.Tensor | None = None,
     spl_weight: float = 20.0,
     reduction: Reduction = "row_sum",
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Curated loss + noisy_weight · noisy loss + spl_weight · SPL loss, each term only when given;
     `reduction` scales the curated and noisy KL terms (see `Reduction`).
 
     Returns the total (for backward) and the unweighted components by name ("curated", "noisy",
-    "spl") as floats for logging.
+    "spl") as detached 0-d tensors for logging (on the logits' device: reading them waits for the device).
     """
     curated = head_loss(curated_logits, curated_targets, activation, reduction)
     total = curated
-    components = {"curated": curated.item()}
+    components = {"curated": curated.detach()}
     if noisy_logits is not None and noisy_targets is not None:
         noisy = head_loss(noisy_logits, noisy_targets, activation, reduction)
         total = total + noisy_weight * noisy
-        components["noisy"] = noisy.item()
+        components["noisy"] = noisy.detach()
     if spl_logits is not None and spl_targets is not None:
         spl = spl_mse_loss(spl_logits, spl_targets)
         total = total + spl_weight * spl
-        components["spl"] = spl.item()
+        components["spl"] = spl.detach()
     return total, components

@@ -19,7 +19,7 @@ from torch import nn
 from fsdlib.atomic import atomic_path, write_json
 from fsdlib.augment import augment_logmel, augment_wave, logmel_to_input
 from fsdlib.batches import Batch, BatchMaker, FoldData, Part, prefetch
-from fsdlib.device import autocast, resolve_device, to_device
+from fsdlib.device import autocast, cudnn_autotune, resolve_device, to_device
 from fsdlib.distributed import World, init_world, sync_batch_norm
 from fsdlib.errors import FsdError
 from fsdlib.inference import InferenceConfig, predict_clips
@@ -74,14 +74,15 @@ class StepNet(nn.Module):
 class Trainer:
     """Batch side: augmentations in torch on the device, the multitask loss, one optimiser step.
 
-    Under torchrun every rank augments the same global batch, then trains on its own slice of it.
+    Under torchrun every rank augments the same global batch, then trains on its own slice of it. A step never
+    waits for the device: its loss parts stay tensors there (`FoldTraining.train_cycle` reads them once per epoch).
     """
 
     def __init__(self, spec: ModelSpec, model: TaggingModel, device: torch.device, world: World = World()) -> None:
         self.spec, self.model, self.device, self.world = spec, model, device, world
         self.augment = spec.augment_config()
         self.net: nn.Module = StepNet(model, spec.separate_passes)
-        if world.size > 1:
+        if world.joined:
             ids = [device.index] if device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
 
@@ -91,15 +92,19 @@ class Trainer:
         y_t = to_device(torch.from_numpy(np.ascontiguousarray(part.y, dtype=np.float32)), self.device)
         if self.spec.family == "resnet":
             power = x_t.transpose(1, 2)  # (B, n_mels, T)
-            power, y_t = augment_logmel(power, y_t, torch.from_numpy(part.valid), self.augment, gen)
+            valid = to_device(torch.from_numpy(part.valid), self.device)
+            power, y_t = augment_logmel(power, y_t, valid, self.augment, gen)
             x_t = to_device(logmel_to_input(power), self.device, channels_last=True)
         else:
             x_t, y_t = augment_wave(x_t, y_t, self.augment, gen)
         mine = self.world.shard(len(x_t))
         return x_t[mine], y_t[mine]
 
-    def step(self, batch: Batch, gen: torch.Generator, optimizer: torch.optim.Optimizer, where: str) -> dict[str, float]:
-        """One optimiser step: curated, noisy and SPL parts through the network (`StepNet`), then the multitask loss."""
+    def step(self, batch: Batch, gen: torch.Generator, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        """One optimiser step: curated, noisy and SPL parts through the network (`StepNet`), then the multitask loss.
+
+        Returns this rank's loss parts and their weighted "total" as 0-d tensors on the device (not yet checked
+        for being finite: reading them would wait for the step to finish)."""
         names = tuple(batch.parts())
         inputs = [self.prepare(part, gen) for part in batch.parts().values()]
         with autocast(self.device):
@@ -110,16 +115,10 @@ class Trainer:
             logits["curated"], targets["curated"], logits.get("noisy"), targets.get("noisy"), self.spec.activation,
             noisy_weight=self.spec.noisy_weight, spl_logits=logits.get("spl"), spl_targets=targets.get("spl"),
             spl_weight=self.spec.spl_weight, reduction=self.spec.loss_reduction)
-        if not torch.isfinite(loss):
-            raise FsdError(f"non-finite loss ({loss.item()}) in model {where}; no weights were saved")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        components["total"] = loss.item()
-        if self.world.size > 1:  # log the global batch's mean, as a single process would
-            values = torch.tensor(list(components.values()), dtype=torch.float64)
-            torch.distributed.all_reduce(values)
-            components = dict(zip(components, (values / self.world.size).tolist(), strict=True))
+        components["total"] = loss.detach()
         return components
 
 
@@ -127,33 +126,44 @@ class FoldTraining:
     """One (model, fold) being trained: model, optimiser, schedule, and what the finished cycles logged."""
 
     def __init__(self, spec: ModelSpec, data: FoldData, n_classes: int, name: str, fold: int,
-                 init_weights: Path | None, device: str) -> None:
+                 init_weights: Path | None, device: str, state_dir: Path | None = None, key: str = "") -> None:
+        """With `state_dir`, continue from the resume state there that matches `key` (if any)."""
         self.spec, self.data, self.name, self.fold = spec, data, name, fold
-        dev = resolve_device(device)
-        self.world = init_world(dev)
-        if self.world.size > 1 and dev.type == "cuda":
-            dev = torch.device("cuda", self.world.local_rank)
-        self.device = dev
+        self.world = init_world(resolve_device(device))
+        self.device = dev = self.world.device
         self.steps_per_epoch = max(1, len(data.train_idx) // spec.batch)
         torch.manual_seed(spec.seed_for(name, fold, "init"))
         self.model = spec.build(n_classes).to(dev)
         if init_weights is not None:
             load_init_weights(self.model, init_weights)
-        if self.world.size > 1:
+        if self.world.joined:
             self.model = sync_batch_norm(self.model)
         self.optimizer = build_optimizer(spec.optimizer, self.model.parameters(), spec.lr_max, spec.momentum,
                                          spec.weight_decay, spec.nesterov)
         self.scheduler = cyclic_cosine_scheduler(self.optimizer, self.steps_per_epoch * spec.epochs_per_cycle,
                                                  spec.lr_max, spec.lr_min)
-        self.trainer = Trainer(spec, self.model, dev, self.world)
         self.cycle = 0  # finished cycles
         self.history: list[dict[str, float]] = []  # one row per epoch (rank 0 only)
         self.lr_steps: list[float] = []  # the learning rate of every optimiser step so far
         self.oof: list[np.ndarray] = []  # validation predictions of each finished cycle (rank 0 only)
+        if state_dir is not None:
+            self.resume(state_dir, key)
+        self.trainer = Trainer(spec, self.model, dev, self.world)  # under DDP: rank 0's weights broadcast, after resume
 
-    def restore(self, state: ResumeState, state_dir: Path) -> None:
-        """Continue after the last finished cycle of an interrupted run."""
-        snapshot = torch.load(snapshot_path(state_dir, state.cycle), map_location=self.device, weights_only=True)
+    def resume(self, state_dir: Path, key: str) -> None:
+        """Continue after the last finished cycle of an interrupted run. Rank 0 reads the state and sends it to
+        every rank, so ranks need not share a filesystem and all continue from the same cycle and weights."""
+        found = None
+        if self.world.is_main:
+            state = ResumeState.load(state_dir, key)
+            if state is not None:
+                found = state, torch.load(snapshot_path(state_dir, state.cycle), map_location="cpu", weights_only=True)
+        found = self.world.from_main(found)
+        if found is not None:
+            self.restore(*found)
+
+    def restore(self, state: ResumeState, snapshot: dict[str, torch.Tensor]) -> None:
+        """Take over an interrupted run's state after its cycle `state.cycle` and that cycle's weights."""
         self.model.load_state_dict(snapshot)
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
@@ -163,28 +173,40 @@ class FoldTraining:
     def train_cycle(self, progress: bool) -> list[dict[str, float]]:
         """Train the next cycle, its randomness seeded from (seed, name, fold, cycle); one logged row per epoch."""
         spec, cycle, name, fold = self.spec, self.cycle, self.name, self.fold
-        gen = torch.Generator().manual_seed(spec.seed_for(name, fold, cycle, "augment"))
-        torch.manual_seed(spec.seed_for(name, fold, cycle, "dropout"))  # the global RNG drives dropout
+        # Augmentation draws are made on the batch's device (a CPU generator on the CPU: the same numbers as ever).
+        gen = torch.Generator(self.device).manual_seed(spec.seed_for(name, fold, cycle, "augment"))
+        torch.manual_seed(dropout_seed(spec, name, fold, cycle, self.world.rank))  # the global RNG drives dropout
         maker = BatchMaker(spec, self.data, self.steps_per_epoch, spec.seed_for(name, fold, cycle, "loader"))
         self.model.train()
         rows = []
         for epoch in range(spec.epochs_per_cycle):
-            sums: dict[str, float] = {}
+            parts: list[torch.Tensor] = []  # each step's loss parts, on the device until the epoch ends
             label = f"{name} fold {fold} cycle {cycle + 1}/{spec.cycles} epoch {epoch + 1}/{spec.epochs_per_cycle}"
-            with progress_bar(label, self.steps_per_epoch, enabled=progress and self.world.is_main) as advance:
-                for step, batch in enumerate(prefetch(maker.epoch())):
-                    where = f"{name} fold {fold} cycle {cycle + 1} epoch {epoch + 1} step {step + 1}"
+            with (progress_bar(label, self.steps_per_epoch, enabled=progress and self.world.is_main) as advance,
+                  cudnn_autotune(self.device, fixed_shapes=not spec.crops)):
+                for batch in prefetch(maker.epoch()):
                     self.lr_steps.append(self.optimizer.param_groups[0]["lr"])
-                    for key, value in self.trainer.step(batch, gen, self.optimizer, where).items():
-                        sums[key] = sums.get(key, 0.0) + value
+                    components = self.trainer.step(batch, gen, self.optimizer)
+                    parts.append(torch.stack(list(components.values())))
                     self.scheduler.step()
                     advance()
+            sums = self._epoch_sums(list(components), parts, f"{name} fold {fold} cycle {cycle + 1} epoch {epoch + 1}")
             row = {f"train/{k}": v / self.steps_per_epoch for k, v in sums.items()}
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["epoch"] = cycle * spec.epochs_per_cycle + epoch + 1
             rows.append(row)
         self.cycle += 1
         return rows
+
+    def _epoch_sums(self, names: list[str], parts: list[torch.Tensor], where: str) -> dict[str, float]:
+        """Each loss part summed over the epoch's steps (means over ranks under torchrun, as one process would
+        log), read from the device once; a non-finite total stops training, naming its first step."""
+        steps = self.world.mean(torch.stack(parts).double()).tolist()
+        for step, values in enumerate(steps):
+            total = values[names.index("total")]
+            if not np.isfinite(total):
+                raise FsdError(f"non-finite loss ({total}) in model {where} step {step + 1}; no weights were saved")
+        return {key: sum(values[i] for values in steps) for i, key in enumerate(names)}
 
     def validate(self, inference: InferenceConfig) -> float:
         """Predict the held-out curated clips with the current weights; keep them as this cycle's OOF."""
@@ -215,15 +237,12 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
     and the learning rate of every step in live/plots/metrics/lr_step.tsv).
 
     Resumes from `state_dir` (outside DVC outputs) after an interruption, with the same final weights as an
-    uninterrupted run. `after_cycle(c)` runs on rank 0 once cycle c's resume state is saved.
+    uninterrupted run on the CPU (on CUDA, the same up to non-deterministic kernels). `after_cycle(c)` runs on rank 0 once cycle c's resume state is saved.
     """
     from dvclive import Live
 
-    run = FoldTraining(spec, data, n_classes, name, fold, init_weights, device)
     key = fingerprint(spec, data, name, fold, init_weights)
-    state = ResumeState.load(state_dir, key)
-    if state is not None:
-        run.restore(state, state_dir)
+    run = FoldTraining(spec, data, n_classes, name, fold, init_weights, device, state_dir, key)
     main = run.world.is_main  # only rank 0 validates, logs and writes
     if main:
         live = Live(str(out_dir / "live"), dvcyaml=False, save_dvc_exp=False, report=None)
@@ -253,6 +272,12 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
     result = run.write_outputs(out_dir)
     shutil.rmtree(state_dir)  # finished: a later run (e.g. after a code change) must not resume from it
     return result
+
+
+def dropout_seed(spec: ModelSpec, name: str, fold: int, cycle: int, rank: int) -> int:
+    """The seed of a cycle's dropout masks on one rank: each rank draws its own masks (rank 0 those of a lone
+    process), as training on one GPU with the whole batch would."""
+    return spec.seed_for(name, fold, cycle, "dropout", *([rank] if rank else []))
 
 
 def write_lr_steps(live_dir: Path, lrs: list[float]) -> None:
