@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from pipeline import make_repo, repro
 
 from fsdlib.audio import SAMPLE_RATE
 from fsdlib.vocabulary import CLASSES_80
@@ -92,6 +93,16 @@ def make_root(root: Path, n_curated: int = 10, n_noisy: int = 10, n_test: int = 
 @pytest.fixture
 def tiny_root(tmp_path: Path) -> Path:
     return make_root(tmp_path / "root")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline (tests/pipeline.py), run once per session. Read it as it is; a test that changes
+    anything works on a `pipeline.copy_repo` of it."""
+    path = make_repo(tmp_path_factory.mktemp("tiny_pipeline") / "repo")
+    ran = repro(path)
+    assert "synth" in ran and "ensemble" in ran
+    return path
 
 
 def random_truth(rng: np.random.Generator, n: int = 300, c: int = 12) -> np.ndarray:

@@ -53,6 +53,12 @@ def make_repo(dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
+def copy_repo(src: Path, dest: Path) -> Path:
+    """A copy of a built repository (git, DVC cache and outputs), to change without touching the original."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
 def env() -> dict[str, str]:
     """The environment with this interpreter's scripts (fsd, dvc) first on PATH."""
     out = dict(os.environ)

@@ -1,0 +1,229 @@
+"""What the tiny pipeline's outputs promise a user: `fsd tag` gives a clip the scores of its submission row, the
+submission is the ensemble.json weights over the chosen snapshots and pads, `snapshot_cycles` and a subset of
+`folds.ids` reach the predictions, the ensemble and tagging, `fsd tag`'s options and exit codes, and two fold stages
+that run at the same time.
+
+Every test reads the session's tiny pipeline (conftest.py) or a copy of it; none runs the pipeline again."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import refused_wavs
+from pipeline import copy_repo, env, run
+
+from fsdlib.paths import Paths
+
+pytestmark = pytest.mark.slow
+
+
+def _recomputed(repo: Path, which: str) -> pd.DataFrame:
+    """The test predictions of the ensemble `which` (ensemble.json: fixed or fitted) recomputed from
+    data/predictions/*.npz: each model's chosen cycles and pads averaged, then the models weighted."""
+    paths = Paths(repo)
+    ensemble = json.loads(paths.ensemble_weights.read_text())
+    total, weight_sum = 0.0, 0.0
+    for name, weight in ensemble[which].items():
+        if weight <= 0:
+            continue
+        with np.load(paths.predictions_of(name)) as z:
+            cycles, pads, fnames, classes = z["cycles"].tolist(), z["pads"].tolist(), z["test_fnames"], z["classes"]
+            test = z["test"].astype(np.float64)
+        chosen = ensemble["snapshots"][name]
+        grid = test[[cycles.index(c) for c in chosen["cycles"]]][:, [pads.index(p) for p in chosen["pads"]]]
+        total, weight_sum = total + weight * grid.mean(axis=(0, 1)), weight_sum + weight
+    return pd.DataFrame(total / weight_sum, index=list(fnames), columns=list(classes))
+
+
+def _submission(repo: Path) -> pd.DataFrame:
+    return pd.read_csv(Paths(repo).submission, index_col="fname")
+
+
+def _tag(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return run(["fsd", "tag", *args], repo, check=False)
+
+
+def _scores_of_json(text: str) -> pd.DataFrame:
+    rows = {Path(r["file"]).name: {lab["label"]: lab["score"] for lab in r["labels"]} for r in json.loads(text)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def test_submission_is_the_submitted_weights_over_the_chosen_snapshots(tiny_pipeline: Path) -> None:
+    ensemble = json.loads(Paths(tiny_pipeline).ensemble_weights.read_text())
+    submitted = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())["ensemble"]["submit"]
+    assert ensemble["submit"] == submitted == "fitted"
+    fitted, fixed = _recomputed(tiny_pipeline, "fitted"), _recomputed(tiny_pipeline, "fixed")
+    assert np.abs(fitted.to_numpy() - fixed.to_numpy()).max() > 1e-4  # the comparison tells the two apart
+    submission = _submission(tiny_pipeline)
+    assert list(submission.index) == list(fitted.index) and list(submission.columns) == list(fitted.columns)
+    np.testing.assert_allclose(submission.to_numpy(), fitted.to_numpy(), atol=1e-6)
+    selection = json.loads((Paths(tiny_pipeline).metrics / "selection.json").read_text())
+    assert {m: {"cycles": row["cycles"], "pads": row["pads"]} for m, row in selection["models"].items()} == \
+        ensemble["snapshots"]
+
+
+def test_fsd_tag_scores_are_the_clips_submission_rows(tiny_pipeline: Path, tmp_path: Path) -> None:
+    """Every class score `fsd tag` gives a test clip (submitted weights, csv to --output) is its submission row;
+    --weights fixed (json) gives the fixed-weight ensemble."""
+    submission = _submission(tiny_pipeline)
+    n_classes = submission.shape[1]
+    out = tmp_path / "tags.csv"
+    proc = _tag(tiny_pipeline, "data/demo/test", "--top-k", str(n_classes), "--format", "csv", "--output", str(out))
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    tags = pd.read_csv(out)
+    assert set(tags["rank"]) == set(range(1, n_classes + 1)) and tags["error"].isna().all()
+    tags["fname"] = [Path(f).name for f in tags["file"]]
+    scores = tags.pivot(index="fname", columns="label", values="score").loc[submission.index, submission.columns]
+    np.testing.assert_allclose(scores.to_numpy(), submission.to_numpy(), atol=1.5e-6)
+
+    fixed = _tag(tiny_pipeline, "data/demo/test", "-k", str(n_classes), "-f", "json", "--weights", "fixed")
+    assert fixed.returncode == 0, fixed.stderr
+    expected = _recomputed(tiny_pipeline, "fixed").loc[submission.index]
+    scores = _scores_of_json(fixed.stdout).loc[submission.index, expected.columns]
+    np.testing.assert_allclose(scores.to_numpy(), expected.to_numpy(), atol=2e-6)
+
+
+def test_fsd_tag_table_fitted_weights_and_exit_codes(tiny_pipeline: Path, tmp_path: Path) -> None:
+    submission = _submission(tiny_pipeline)
+    table = _tag(tiny_pipeline, "data/demo/test", "-k", str(submission.shape[1]), "--weights", "fitted")
+    assert table.returncode == 0, table.stderr  # fitted: what params.yaml submits
+    lines = table.stdout.splitlines()
+    assert len(lines) == len(submission)
+    for line in lines:
+        path, shown = line.split("\t")
+        pairs = [pair.rsplit(" ", 1) for pair in shown.split("  ")]
+        scores = [float(s) for _, s in pairs]
+        assert scores == sorted(scores, reverse=True)
+        row = submission.loc[Path(path).name]
+        assert {c: float(s) for c, s in pairs} == pytest.approx(row.to_dict(), abs=6e-4), path
+    clip = sorted((tiny_pipeline / "data/demo/test").glob("*.wav"))[0]
+
+    refused = refused_wavs(tmp_path / "broken")
+    every_bad = _tag(tiny_pipeline, str(tmp_path / "broken"), "--format", "json")
+    assert every_bad.returncode == 1
+    assert {Path(r["file"]).name for r in json.loads(every_bad.stdout) if "error" in r} == set(refused)
+    errors = every_bad.stderr.splitlines()
+    assert all(any(line.startswith(f"error: {path}: ") for line in errors) for path, _ in refused.values())
+
+    (tmp_path / "empty").mkdir()
+    nothing = _tag(tiny_pipeline, str(tmp_path / "empty"))
+    assert (nothing.returncode, nothing.stderr.splitlines()[-1]) == (1, "error: no .wav files found in the given paths")
+
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    (untrained / "params.yaml").write_text((tiny_pipeline / "params.yaml").read_text())
+    no_model = run(["fsd", "tag", str(clip)], untrained, check=False)
+    assert no_model.returncode == 1 and no_model.stderr.strip().endswith("no trained ensemble (run `dvc repro` first)")
+
+    usage = _tag(tiny_pipeline, str(clip), "--format", "xml")
+    assert usage.returncode == 2 and "Invalid value" in usage.stderr, usage.stderr
+    for proc in (every_bad, nothing, no_model):
+        assert "Traceback" not in proc.stderr
+
+
+PREDICT_AND_ENSEMBLE = """
+import yaml
+from pathlib import Path
+from stages.ensemble import ensemble
+from stages.predict import predict
+params = Path("params.yaml")
+for model in yaml.safe_load(params.read_text())["stage_models"]["predict"]:
+    predict(model, params=params, device="cpu")
+ensemble(params=params)
+"""
+
+
+def _set_params(repo: Path, change: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in change.items():
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_snapshot_cycles_and_a_subset_of_fold_ids_reach_predictions_ensemble_and_tags(tiny_pipeline: Path,
+                                                                                     tmp_path: Path) -> None:
+    """models.A.snapshot_cycles [2] with ensemble.select fixed, and folds.ids [0] of 2 folds: A predicts with its
+    second snapshot only, every model with fold 0 only; the ensemble scores fold 0's clips; tags still match."""
+    repo = copy_repo(tiny_pipeline, tmp_path / "repo")
+    before = Paths(tiny_pipeline)
+    _set_params(repo, {"models.A.snapshot_cycles": [2], "ensemble.select": "fixed", "folds.ids": [0]})
+    stages = run(["dvc", "stage", "list", "--name-only"], repo).stdout.split()
+    assert "train@A-0" in stages and "train@A-1" not in stages and "train_student@B-1" not in stages
+    script = tmp_path / "predict_and_ensemble.py"  # outside the copy: the installed code, as `fsd` runs
+    script.write_text(PREDICT_AND_ENSEMBLE)
+    run([sys.executable, str(script)], repo)
+
+    with np.load(Paths(repo).predictions_of("A")) as new, np.load(before.predictions_of("A")) as old:
+        assert new["cycles"].tolist() == [2] and old["cycles"].tolist() == [1, 2]
+        fold0 = new["curated_folds"] == 0
+        assert np.isnan(new["oof"][:, :, ~fold0]).all() and np.isfinite(new["oof"][:, :, fold0]).all()
+        np.testing.assert_allclose(new["oof"][0][:, fold0], old["oof"][1][:, fold0], atol=1e-6)
+        assert np.abs(new["test"][0] - old["test"][1]).max() > 1e-6  # fold 0's snapshot alone, not both folds'
+    ensemble = json.loads(Paths(repo).ensemble_weights.read_text())
+    assert ensemble["snapshots"]["A"]["cycles"] == [2] and ensemble["snapshots"]["C"]["cycles"] == [1]
+    metrics = json.loads((Paths(repo).metrics / "metrics.json").read_text())
+    assert metrics["cv_clips"] == int(fold0.sum()) and "cv_nested" not in metrics
+
+    submission = _submission(repo)
+    np.testing.assert_allclose(submission.to_numpy(), _recomputed(repo, ensemble["submit"]).to_numpy(), atol=1e-6)
+    tags = _tag(repo, "data/demo/test", "-k", str(submission.shape[1]), "-f", "json")
+    assert tags.returncode == 0, tags.stderr
+    scores = _scores_of_json(tags.stdout).loc[submission.index, submission.columns]
+    np.testing.assert_allclose(scores.to_numpy(), submission.to_numpy(), atol=1.5e-6)
+
+
+BARRIER_FSD = """#!{python}
+# `fsd` as DVC runs it for the stages of this test: record the start, wait until both stages have started, run the
+# real command, record the end.
+import os, subprocess, sys, time
+events = os.environ["FSD_EVENTS"]
+me = "-".join(sys.argv[1:])
+with open(events, "a") as f:
+    f.write(f"start {{me}}\\n")
+deadline = time.monotonic() + {deadline}  # a bound on DVC starting the other stage, not a timing window
+while sum(line.startswith("start") for line in open(events)) < 2:
+    if time.monotonic() > deadline:
+        sys.exit(f"{{me}}: the other stage never started while this one ran")
+    time.sleep(0.05)
+code = subprocess.call([{fsd!r}, *sys.argv[1:]])
+with open(events, "a") as f:
+    f.write(f"end {{me}} {{code}}\\n")
+sys.exit(code)
+"""
+
+
+def test_two_fold_stages_run_at_the_same_time(tiny_pipeline: Path, tmp_path: Path) -> None:
+    """`dvc --wait-for-lock repro -s` of two folds at once: each stage's command starts while the other's runs
+    (each waits for the other to start before training), both finish clean and are recorded."""
+    repo = copy_repo(tiny_pipeline, tmp_path / "repo")
+    groups = yaml.safe_load((repo / "params.yaml").read_text())["stage_models"]
+    group = next(g for g, models in groups.items() if g != "predict" and "F" in models)
+    wrapper = tmp_path / "bin" / "fsd"
+    wrapper.parent.mkdir()
+    wrapper.write_text(BARRIER_FSD.format(python=sys.executable, deadline=300,
+                                          fsd=str(Path(sys.executable).parent / "fsd")))
+    wrapper.chmod(0o755)
+    events = tmp_path / "events"
+    events.touch()
+    environ = {**env(), "FSD_EVENTS": str(events)}
+    environ["PATH"] = f"{wrapper.parent}{os.pathsep}{environ['PATH']}"
+    procs = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "--force", "-s", f"{group}@F-{k}"], cwd=repo,
+                              env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for k in (0, 1)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    kinds = [line.split()[0] for line in events.read_text().splitlines()]
+    assert kinds == ["start", "start", "end", "end"], events.read_text()
+    assert sorted(events.read_text().splitlines()[2:]) == ["end train-F-0 0", "end train-F-1 0"]
+    status = run(["dvc", "status", f"{group}@F-0", f"{group}@F-1"], repo).stdout
+    assert "changed" not in status, status
