@@ -58,3 +58,39 @@ def test_audio_reader(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "x.wav").write_text("this is not audio")
     with pytest.raises(FsdError, match="not a WAV"):
         load_wav(tmp_path / "x.wav")
+
+
+SINE_FORMATS = {  # name: (sample rate, channels, subtype)
+    "pcm_u8": (44100, 1, "PCM_U8"),
+    "pcm_24": (44100, 1, "PCM_24"),
+    "float32": (44100, 1, "FLOAT"),
+    "stereo": (44100, 2, "PCM_16"),
+    "six_channels": (44100, 6, "PCM_16"),
+    "rate_8k": (8000, 1, "PCM_16"),
+    "rate_22k": (22050, 1, "PCM_16"),
+    "rate_96k": (96000, 1, "PCM_16"),
+    "stereo_48k_24bit": (48000, 2, "PCM_24"),
+}
+
+
+@pytest.mark.parametrize("name", list(SINE_FORMATS))
+def test_a_sine_keeps_its_frequency_and_level_through_every_format(tmp_path: Path, name: str) -> None:
+    """1 s of a 1,234.5 Hz sine at amplitude 0.4; the channels carry it at gains averaging 1 (downmix: their mean)."""
+    sr, channels, subtype = SINE_FORMATS[name]
+    freq, amplitude = 1234.5, 0.4
+    tone = amplitude * np.sin(2 * np.pi * freq * np.arange(sr) / sr)
+    gains = np.linspace(0.5, 1.5, channels)[None, :] if channels > 1 else np.ones((1, 1))
+    sf.write(str(tmp_path / f"{name}.wav"), tone[:, None] * gains, sr, subtype=subtype)
+    wave = load_wav(tmp_path / f"{name}.wav").astype(np.float64) / 32768.0
+    assert abs(len(wave) - SAMPLE_RATE) <= 2
+    core = wave[2000:-2000]  # away from the resampler's edges
+    spectrum = np.abs(np.fft.rfft(core * np.hanning(len(core)), n=8 * len(core)))
+    assert np.argmax(spectrum) * SAMPLE_RATE / (8 * len(core)) == pytest.approx(freq, abs=1.0)
+    assert np.sqrt(np.mean(core**2)) == pytest.approx(amplitude / np.sqrt(2), rel=0.01)
+
+
+def test_downmix_is_the_channel_mean(tmp_path: Path) -> None:
+    channels = np.random.default_rng(0).integers(-20000, 20000, size=(4410, 3), dtype=np.int16)
+    sf.write(str(tmp_path / "three.wav"), channels, SAMPLE_RATE, subtype="PCM_16")
+    wave = load_wav(tmp_path / "three.wav")
+    assert np.abs(wave - channels.astype(np.float64).mean(axis=1)).max() <= 1
