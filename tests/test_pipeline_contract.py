@@ -18,27 +18,35 @@ import yaml
 from conftest import refused_wavs
 from pipeline import copy_repo, env, run
 
+from fsdlib.metrics import lwlrap
 from fsdlib.paths import Paths
 
 pytestmark = pytest.mark.slow
 
 
-def _recomputed(repo: Path, which: str) -> pd.DataFrame:
-    """The test predictions of the ensemble `which` (ensemble.json: fixed or fitted) recomputed from
-    data/predictions/*.npz: each model's chosen cycles and pads averaged, then the models weighted."""
+def _model(repo: Path, name: str, split: str) -> pd.DataFrame:
+    """One model's predictions of a split ("test" or "oof") from data/predictions/<name>.npz, averaged over the
+    snapshot cycles and pads ensemble.json records as chosen for it."""
     paths = Paths(repo)
-    ensemble = json.loads(paths.ensemble_weights.read_text())
-    total, weight_sum = 0.0, 0.0
-    for name, weight in ensemble[which].items():
-        if weight <= 0:
-            continue
-        with np.load(paths.predictions_of(name)) as z:
-            cycles, pads, fnames, classes = z["cycles"].tolist(), z["pads"].tolist(), z["test_fnames"], z["classes"]
-            test = z["test"].astype(np.float64)
-        chosen = ensemble["snapshots"][name]
-        grid = test[[cycles.index(c) for c in chosen["cycles"]]][:, [pads.index(p) for p in chosen["pads"]]]
-        total, weight_sum = total + weight * grid.mean(axis=(0, 1)), weight_sum + weight
-    return pd.DataFrame(total / weight_sum, index=list(fnames), columns=list(classes))
+    chosen = json.loads(paths.ensemble_weights.read_text())["snapshots"][name]
+    with np.load(paths.predictions_of(name)) as z:
+        cycles, pads, classes = z["cycles"].tolist(), z["pads"].tolist(), list(z["classes"])
+        fnames, grid = list(z["test_fnames" if split == "test" else "curated_fnames"]), z[split].astype(np.float64)
+    grid = grid[[cycles.index(c) for c in chosen["cycles"]]][:, [pads.index(p) for p in chosen["pads"]]]
+    return pd.DataFrame(grid.mean(axis=(0, 1)), index=fnames, columns=classes)
+
+
+def _recomputed(repo: Path, which: str, split: str = "test") -> pd.DataFrame:
+    """The predictions of the ensemble `which` (ensemble.json: fixed or fitted) recomputed from
+    data/predictions/*.npz: each model's chosen cycles and pads averaged, then the models weighted."""
+    weights = {m: w for m, w in json.loads(Paths(repo).ensemble_weights.read_text())[which].items() if w > 0}
+    return sum(w * _model(repo, m, split) for m, w in weights.items()) / sum(weights.values())
+
+
+def _truth(repo: Path, csv: str, fnames: list[str], classes: list[str]) -> tuple[np.ndarray, pd.Series]:
+    table = pd.read_csv(repo / "data/demo" / csv, index_col="fname").loc[fnames]
+    truth = np.array([[c in labels.split(",") for c in classes] for labels in table["labels"]])
+    return truth, table.get("usage")
 
 
 def _submission(repo: Path) -> pd.DataFrame:
@@ -66,6 +74,30 @@ def test_submission_is_the_submitted_weights_over_the_chosen_snapshots(tiny_pipe
     selection = json.loads((Paths(tiny_pipeline).metrics / "selection.json").read_text())
     assert {m: {"cycles": row["cycles"], "pads": row["pads"]} for m, row in selection["models"].items()} == \
         ensemble["snapshots"]
+
+
+def test_metrics_json_is_what_the_stored_predictions_score(tiny_pipeline: Path) -> None:
+    """Every CV and test lwlrap in metrics.json, recomputed from data/predictions/*.npz, ensemble.json and the
+    dataset's label tables."""
+    metrics = json.loads((Paths(tiny_pipeline).metrics / "metrics.json").read_text())
+    models = list(json.loads(Paths(tiny_pipeline).ensemble_weights.read_text())["models"])
+    preds = {split: {m: _model(tiny_pipeline, m, split) for m in models} for split in ("oof", "test")}
+    for split in preds:
+        preds[split].update({f"ensemble_{w}": _recomputed(tiny_pipeline, w, split) for w in ("fixed", "fitted")})
+    assert set(metrics["cv"]) == set(metrics["test"]) == set(preds["oof"])
+    oof = preds["oof"]["A"]
+    truth, _ = _truth(tiny_pipeline, "train_curated.csv", list(oof.index), list(oof.columns))
+    known = np.all([np.isfinite(p.to_numpy()).all(axis=1) for p in preds["oof"].values()], axis=0)
+    assert metrics["cv_clips"] == known.sum() == len(known)  # every fold trained
+    for name, p in preds["oof"].items():
+        assert metrics["cv"][name] == pytest.approx(lwlrap(truth[known], p.to_numpy()[known]), abs=1e-12), name
+    test = preds["test"]["A"]
+    truth, usage = _truth(tiny_pipeline, "test_post_competition.csv", list(test.index), list(test.columns))
+    for name, p in preds["test"].items():
+        for part, rows in (("all", usage.notna()), ("public", usage == "Public"), ("private", usage == "Private")):
+            rows = rows.to_numpy()
+            expected = lwlrap(truth[rows], p.to_numpy()[rows])
+            assert metrics["test"][name][part] == pytest.approx(expected, abs=1e-12), (name, part)
 
 
 def test_fsd_tag_scores_are_the_clips_submission_rows(tiny_pipeline: Path, tmp_path: Path) -> None:
