@@ -18,6 +18,7 @@ COMMANDS = {
     "pseudo-label": "stages.pseudo_label:pseudo_label",
     "predict": "stages.predict:predict",
     "ensemble": "stages.ensemble:ensemble",
+    "report": "stages.report:report",
     "tag": "stages.tag:tag",
     "import": "stages.import_data:import_data",
 }

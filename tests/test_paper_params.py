@@ -45,9 +45,26 @@ def test_paper_networks_are_full_size() -> None:
     assert envnet.heads.curated[0].out_features == 1024 and envnet.heads.noisy is not None
 
 
+# Table 1's ablations of A (reported, weight 0): cycles x epochs, multitask, augmentation, padding
+ABLATIONS = {"A_1cycle_noaug": (1, 512, False, False, "zero"), "A_1cycle": (1, 512, False, True, "zero"),
+             "A_nomtl": (8, 64, False, True, "zero"), "A_loop": (8, 64, True, True, "loop")}
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_paper_ablations_differ_from_a_in_their_own_setting_only(name: str) -> None:
+    cycles, epochs, multitask, augmented, pad_mode = ABLATIONS[name]
+    spec, a = ModelSpec.from_params(PAPER["models"][name], name), ModelSpec.from_params(PAPER["models"]["A"], "A")
+    assert (spec.cycles, spec.epochs_per_cycle, spec.multitask, spec.pad_mode) == (cycles, epochs, multitask, pad_mode)
+    aug = spec.augment_config()
+    assert (aug.mixup, aug.gain, aug.freq_mask) == (augmented,) * 3
+    assert (spec.crop, spec.batch, spec.arch, spec.lr_max, spec.optimizer) == (a.crop, a.batch, a.arch, a.lr_max,
+                                                                               a.optimizer)
+    assert list(spec.snapshot_cycles) == list(range(1, cycles + 1)) and spec.tta_pads == a.tta_pads
+
+
 def test_paper_ensemble_features_and_folds() -> None:
     assert PAPER["ensemble"]["weights"] == {"A": 3, "B": 4, "C": 3, "D": 1, "E": 1, "F": 1, "B_leak_free": 0,
-                                            "A_crops": 0}
+                                            "A_crops": 0, "pre": 0, **{m: 0 for m in ABLATIONS}}
     assert PAPER["folds"]["n_folds"] == 5 and PAPER["folds"]["ids"] == [0, 1, 2, 3, 4]
     assert PAPER["features"] == {"sample_rate": 44100, "n_mels": 128, "n_fft": 2560, "hop_length": 347,
                                  "fmin": 20.0, "fmax": 22050.0, "batch_seconds": 60.0}
