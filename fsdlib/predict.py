@@ -45,7 +45,8 @@ def load_snapshot(spec: ModelSpec, n_classes: int, path: Path, device: str = "au
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, EOFError) as exc:
-        raise FsdError(f"snapshot does not load into this model's architecture ({str(exc)[:200]})", path) from None
+        detail = " ".join(str(exc).split())[:200]  # one line
+        raise FsdError(f"snapshot does not load into this model's architecture ({detail})", path) from None
     return model.to(resolve_device(device)).eval()
 
 

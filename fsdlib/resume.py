@@ -75,7 +75,11 @@ def load_init_weights(model: torch.nn.Module, path: Path) -> None:
     if not path.is_file():
         raise FsdError("init_from snapshot not found (train that model first)", path)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a layer of another shape
+        raise FsdError(f"init_from snapshot does not fit this architecture ({' '.join(str(exc).split())[:200]})",
+                      path) from None
     missing = [k for k in missing if not k.startswith("heads.noisy.")]  # a head may be added or dropped
     unexpected = [k for k in unexpected if not k.startswith("heads.noisy.")]
     if missing or unexpected:
