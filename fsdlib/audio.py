@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from fsdlib.errors import FsdError
 
 SAMPLE_RATE = 44_100
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what the importer and the tagger look for in folders
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +69,11 @@ def read_audio(path: str | Path) -> np.ndarray:
     return _decode(path, path.suffix.lstrip(".").upper() or "audio", logging.DEBUG)
 
 
+def read_any(path: str | Path) -> np.ndarray:
+    """`load_wav` for a .wav file (its checks and warnings), `read_audio` for any other format."""
+    return load_wav(path) if Path(path).suffix.lower() == ".wav" else read_audio(path)
+
+
 def _decode(path: Path, kind: str, level: int) -> np.ndarray:
     """Decode with libsndfile, then downmix, resample and convert to int16 where needed (logged at `level`)."""
     import soundfile as sf
@@ -83,6 +90,11 @@ def _decode(path: Path, kind: str, level: int) -> np.ndarray:
         raise
     except Exception as exc:  # libsndfile reports many kinds of damage; all mean "unreadable"
         raise FsdError(f"unreadable {kind} ({exc})", path) from None
+    return _to_int16(data, sr, info.subtype, path, kind, level)
+
+
+def _to_int16(data: np.ndarray, sr: int, subtype: str, path: Path, kind: str, level: int) -> np.ndarray:
+    """Float samples (frames, channels) at `sr` to mono int16 at 44.1 kHz; the conversions logged at `level`."""
     conversions = []
     if data.shape[1] > 1:
         conversions.append(f"downmixed {data.shape[1]} channels")
@@ -92,8 +104,8 @@ def _decode(path: Path, kind: str, level: int) -> np.ndarray:
 
         conversions.append(f"resampled {sr} Hz -> {SAMPLE_RATE} Hz")
         mono = librosa.resample(mono, orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq")
-    if info.subtype != "PCM_16":
-        conversions.append(f"converted {info.subtype} to 16-bit PCM")
+    if subtype != "PCM_16":
+        conversions.append(f"converted {subtype} to 16-bit PCM")
     if conversions:
         log.log(level, "%s: %s", path, ", ".join(conversions))
     if mono.size == 0:
@@ -101,6 +113,46 @@ def _decode(path: Path, kind: str, level: int) -> np.ndarray:
     if not np.all(np.isfinite(mono)):
         raise FsdError(f"{kind} holds non-finite samples (NaN or inf)", path)
     return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def window_starts(duration: float, segment: float, hop: float) -> list[float]:
+    """Start times (s) of `segment`-long windows every `hop` seconds that cover [0, duration]: the last window ends
+    at the end of the recording (a recording shorter than one window is one window)."""
+    if segment <= 0 or hop <= 0:
+        raise FsdError(f"segment and hop must be positive, got {segment} and {hop}")
+    if duration <= segment:
+        return [0.0]
+    starts = list(np.arange(0.0, duration - segment, hop))
+    return [float(s) for s in starts] + [duration - segment]
+
+
+def read_windows(path: str | Path, segment: float, hop: float) -> Iterator[tuple[float, float, np.ndarray]]:
+    """(start s, end s, mono int16 at 44.1 kHz) of each window of a recording of any length and format, read one
+    window at a time, so memory stays bounded by a window whatever the file's length."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise FsdError("audio file not found", path)
+    kind = path.suffix.lstrip(".").upper() or "audio"
+    if path.suffix.lower() == ".wav":
+        _check_riff(path)
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as exc:  # libsndfile's many kinds of damage
+        raise FsdError(f"unreadable {kind} ({exc})", path) from None
+    with f:
+        if f.frames == 0:
+            raise FsdError(f"empty {kind} (0 samples)", path)
+        sr, duration = f.samplerate, f.frames / f.samplerate
+        for start in window_starts(duration, segment, hop):
+            first, last = round(start * sr), min(round((start + segment) * sr), f.frames)
+            try:
+                f.seek(first)
+                data = f.read(last - first, dtype="float64", always_2d=True)
+            except Exception as exc:
+                raise FsdError(f"unreadable {kind} at {start:.2f} s ({exc})", path) from None
+            yield start, last / sr, _to_int16(data, sr, f.subtype, path, kind, logging.DEBUG)
 
 
 def to_float(wave: np.ndarray) -> np.ndarray:

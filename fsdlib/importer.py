@@ -20,13 +20,12 @@ import pandas as pd
 import soundfile as sf
 
 from fsdlib.atomic import atomic_dir
-from fsdlib.audio import SAMPLE_RATE, read_audio
+from fsdlib.audio import AUDIO_SUFFIXES, SAMPLE_RATE, read_audio
 from fsdlib.dataset import USAGES
 from fsdlib.errors import FsdError
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 PARTS = ("curated", "noisy", "test")
 SPLITS = ("train", "test")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fsdlib.audio import load_wav
+from fsdlib.audio import AUDIO_SUFFIXES, read_any, read_windows
 from fsdlib.ensemble import weighted_average
 from fsdlib.errors import FsdError
 from fsdlib.features import LogMelConfig, LogMelExtractor
@@ -34,19 +34,28 @@ class Member:
 
 @dataclass(frozen=True)
 class Tag:
-    """The result for one file: top labels with scores, or the error that stopped it."""
+    """The result for one file, or one window of it (`start`, `end` in seconds): top labels with scores, or the
+    error that stopped it."""
 
     path: Path
     labels: tuple[tuple[str, float], ...] = ()
     error: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def where(self) -> dict[str, float]:
+        """The window's start and end, rounded to ms; empty for a whole file."""
+        return {} if self.start is None or self.end is None else {"start": round(self.start, 3),
+                                                                  "end": round(self.end, 3)}
 
 
 def expand_paths(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, and every .wav under a given folder (sorted); a missing path is kept to report it."""
+    """Files as given, and every audio file (WAV, FLAC, OGG, MP3) under a given folder (sorted); a missing path is
+    kept to report it."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".wav"))
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
         else:
             out.append(path)
     return out
@@ -73,24 +82,29 @@ def ensemble_members(which: str, spec_of: Callable[[str], ModelSpec], folds: Seq
 
 
 def render_tags(tags: Sequence[Tag], fmt: str) -> str:
-    """Tags as text in one of `FORMATS`: a tab-separated table, CSV (one row per label) or JSON."""
+    """Tags as text in one of `FORMATS`: a tab-separated table, CSV (one row per label) or JSON; windows of a
+    recording (`fsd tag --segment`) add their start and end times."""
     check_choice("format", fmt, FORMATS)
+    windows = any(t.start is not None for t in tags)
     if fmt == "json":
-        rows = [{"file": str(t.path), "error": t.error} if t.error else
-                {"file": str(t.path), "labels": [{"label": c, "score": round(s, 6)} for c, s in t.labels]}
+        rows = [{"file": str(t.path), **t.where(), "error": t.error} if t.error else
+                {"file": str(t.path), **t.where(),
+                 "labels": [{"label": c, "score": round(s, 6)} for c, s in t.labels]}
                 for t in tags]
         return json.dumps(rows, indent=2) + "\n"
     if fmt == "csv":
-        lines = ["file,rank,label,score,error"]
+        lines = ["file,start,end,rank,label,score,error" if windows else "file,rank,label,score,error"]
         for t in tags:
+            times = f"{t.start:.3f},{t.end:.3f}," if windows and t.start is not None else ",," if windows else ""
             if t.error:
-                lines.append(f"\"{t.path}\",,,,\"{t.error}\"")
-            lines += [f"\"{t.path}\",{r},{c},{s:.6f}," for r, (c, s) in enumerate(t.labels, 1)]
+                lines.append(f"\"{t.path}\",{times},,,\"{t.error}\"")
+            lines += [f"\"{t.path}\",{times}{r},{c},{s:.6f}," for r, (c, s) in enumerate(t.labels, 1)]
         return "\n".join(lines) + "\n"
     lines = []
     for t in tags:
         shown = f"error: {t.error}" if t.error else "  ".join(f"{c} {s:.3f}" for c, s in t.labels)
-        lines.append(f"{t.path}\t{shown}")
+        times = f"\t{t.start:.2f}-{t.end:.2f} s" if t.start is not None else ""
+        lines.append(f"{t.path}{times}\t{shown}")
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +136,7 @@ class Tagger:
             results: dict[Path, Tag] = {}
             for path in paths[start : start + chunk]:
                 try:
-                    good.append((path, load_wav(path)))
+                    good.append((path, read_any(path)))
                 except FsdError as exc:
                     results[path] = Tag(path, error=exc.problem)
             if good:
@@ -132,3 +146,30 @@ class Tagger:
                     results[path] = Tag(path, tuple((self.classes[j], float(row[j])) for j in order))
             for path in paths[start : start + chunk]:
                 yield results[path]
+
+    def tag_windows(self, paths: Sequence[Path], segment: float, hop: float, top_k: int = 3,
+                    batch: int = 32) -> Iterator[Tag]:
+        """Tag each `segment`-second window, every `hop` seconds, of recordings of any length: windows are read
+        and predicted `batch` at a time, so memory does not grow with the recording. An unreadable file yields a
+        Tag with its error (after the windows read before the damage) and does not stop the others."""
+        for path in paths:
+            pending: list[tuple[float, float, np.ndarray]] = []
+            try:
+                for window in read_windows(path, segment, hop):
+                    pending.append(window)
+                    if len(pending) == batch:
+                        yield from self._top(path, pending, top_k)
+                        pending = []
+                yield from self._top(path, pending, top_k)
+            except FsdError as exc:
+                yield from self._top(path, pending, top_k)
+                yield Tag(path, error=exc.problem)
+
+    def _top(self, path: Path, windows: list[tuple[float, float, np.ndarray]], top_k: int) -> Iterator[Tag]:
+        """The top-k labels of each window."""
+        if not windows:
+            return
+        probs = self.predict([w for _, _, w in windows])
+        for (start, end, _), row in zip(windows, probs, strict=True):
+            order = np.argsort(-row, kind="stable")[:top_k]
+            yield Tag(path, tuple((self.classes[j], float(row[j])) for j in order), start=start, end=end)

@@ -1,4 +1,4 @@
-"""Command `fsd tag`: top-k labels of WAV files or folders with the trained ensemble."""
+"""Command `fsd tag`: top-k labels of audio files (WAV, FLAC, OGG, MP3) or folders with the trained ensemble."""
 
 import sys
 from enum import StrEnum
@@ -30,13 +30,15 @@ class Weights(StrEnum):
 
 @stage
 def tag(
-    paths: list[Path] = typer.Argument(..., help="WAV files or folders (searched recursively for .wav)"),
+    paths: list[Path] = typer.Argument(..., help="audio files or folders (searched for .wav, .flac, .ogg, .mp3)"),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="labels per file"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
     weights: Weights = typer.Option(Weights.submitted, help="ensemble weights: as submitted, fixed or fitted"),
     params: Path = typer.Option(PARAMS, help="params file"),
     device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
+    segment: float | None = typer.Option(None, min=0.05, help="tag windows of this many seconds (timestamps)"),
+    hop: float | None = typer.Option(None, min=0.05, help="seconds between window starts (default: --segment)"),
 ) -> None:
     """Tag audio files with the trained ensemble; unreadable files are reported and skipped."""
     p = load_params(params)
@@ -46,8 +48,11 @@ def tag(
     tagger = Tagger(members, classes, logmel, inference_config(p, params), device)
     files = expand_paths(paths)
     if not files:
-        raise FsdError("no .wav files found in the given paths")
-    tags = list(tagger.tag_files(files, top_k))
+        raise FsdError("no audio files (.wav, .flac, .ogg, .mp3) found in the given paths")
+    if hop is not None and segment is None:
+        raise FsdError("--hop needs --segment")
+    tags = list(tagger.tag_windows(files, segment, hop or segment, top_k) if segment else
+                tagger.tag_files(files, top_k))
     text = render_tags(tags, fmt.value)
     if output:
         write_text(output, text)
@@ -57,4 +62,4 @@ def tag(
     for t in failed:
         print(f"error: {t.path}: {t.error}", file=sys.stderr)
     if failed:
-        raise SystemExit(1 if len(failed) == len(tags) else 2)
+        raise SystemExit(2 if any(not t.error for t in tags) else 1)  # 2: some tagged, 1: none
