@@ -55,6 +55,11 @@ class Paths:
         return self.root / "data/submission.csv"
 
     @property
+    def tagger(self) -> Path:
+        """The submitted ensemble in one file, for tagging anywhere (`fsd export`)."""
+        return self.root / "data/tagger.pt"
+
+    @property
     def ensemble_weights(self) -> Path:
         """The ensemble's fixed and fitted weights, and which of them the submission used."""
         return self.root / "data/ensemble.json"

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from fsdlib.audio import AUDIO_SUFFIXES, read_any, read_windows
 from fsdlib.ensemble import weighted_average
 from fsdlib.errors import FsdError
+from fsdlib.export import LoadedEnsemble, load_ensemble, load_members
 from fsdlib.features import LogMelConfig, LogMelExtractor
-from fsdlib.inference import InferenceConfig
+from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.paths import PATHS, Paths
-from fsdlib.predict import predict_snapshots, snapshot_paths
+from fsdlib.predict import snapshot_paths
 from fsdlib.spec import ModelSpec, check_choice
 
 FORMATS = ("table", "csv", "json")
@@ -109,15 +111,25 @@ def render_tags(tags: Sequence[Tag], fmt: str) -> str:
 
 
 class Tagger:
-    """Predicts class probabilities for waveforms with a weighted ensemble of snapshot-averaged models."""
+    """Class probabilities of waveforms from a weighted ensemble of snapshot-averaged models, loaded once.
 
-    def __init__(self, members: Sequence[Member], classes: Sequence[str], logmel: LogMelConfig,
-                 inference: InferenceConfig = InferenceConfig(), device: str = "auto") -> None:
-        if not members:
+    Build it from an exported file (`load_tagger`, fsdlib/export.py) or from the repository's trained models
+    (`Tagger.from_members`).
+    """
+
+    def __init__(self, ensemble: LoadedEnsemble, device: str = "auto") -> None:
+        if not ensemble.members:
             raise FsdError("the ensemble has no model with a positive weight")
-        self.members, self.classes = list(members), list(classes)
-        self.extractor = LogMelExtractor(logmel)
-        self.inference, self.device = inference, device
+        self.ensemble, self.members, self.classes = ensemble, list(ensemble.members), list(ensemble.classes)
+        self.extractor = LogMelExtractor(ensemble.logmel)
+        self.inference, self.device = ensemble.inference, device
+
+    @classmethod
+    def from_members(cls, members: Sequence[Member], classes: Sequence[str], logmel: LogMelConfig,
+                     inference: InferenceConfig = InferenceConfig(), device: str = "auto") -> Tagger:
+        """A tagger of trained snapshot files (`ensemble_members`), each loaded once."""
+        loaded = load_members([(m.name, m.spec, m.snapshots, m.weight, m.pads) for m in members], len(classes))
+        return cls(LoadedEnsemble(tuple(classes), logmel, inference, loaded), device)
 
     def predict(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(n_files, n_classes) ensemble probabilities of int16 waveforms at 44.1 kHz."""
@@ -125,9 +137,26 @@ class Tagger:
         preds = {}
         for m in self.members:
             clips = mels if m.spec.kind == "logmel" else list(waves)
-            preds[m.name] = predict_snapshots(m.spec, len(self.classes), m.snapshots, clips, m.pads,
-                                              self.inference, self.device)
+            total = sum(predict_clips(model, clips, m.spec.kind, m.spec.activation, m.pads, m.spec.pad_mode,
+                                      self.inference, self.device).astype(np.float64) for model in m.models)
+            preds[m.name] = total / len(m.models)
         return weighted_average(preds, {m.name: m.weight for m in self.members}).astype(np.float32)
+
+    def scores(self, items: Sequence[str | Path | np.ndarray]) -> pd.DataFrame:
+        """The ensemble's probability of every class (columns) for each item (rows): audio files of any supported
+        format, or waveforms (int16, or float in [-1, 1]) at 44.1 kHz. A file that cannot be read is an error."""
+        waves, names = [], []
+        for i, item in enumerate(items):
+            if isinstance(item, np.ndarray):
+                wave = item if item.dtype == np.int16 else np.clip(np.round(item * 32768.0), -32768, 32767)
+                waves.append(np.asarray(wave, dtype=np.int16).reshape(-1))
+                names.append(f"array {i}")
+            else:
+                waves.append(read_any(item))
+                names.append(str(item))
+        if not waves:
+            return pd.DataFrame(columns=self.classes)
+        return pd.DataFrame(self.predict(waves), index=pd.Index(names, name="input"), columns=self.classes)
 
     def tag_files(self, paths: Sequence[Path], top_k: int = 3, chunk: int = 128) -> Iterator[Tag]:
         """Tag files in order; an unreadable file yields a Tag with its error and does not stop the others."""
@@ -173,3 +202,8 @@ class Tagger:
         for (start, end, _), row in zip(windows, probs, strict=True):
             order = np.argsort(-row, kind="stable")[:top_k]
             yield Tag(path, tuple((self.classes[j], float(row[j])) for j in order), start=start, end=end)
+
+
+def load_tagger(path: str | Path, device: str = "auto") -> Tagger:
+    """A tagger from an exported ensemble file (`fsd export`): `load_tagger("data/tagger.pt").scores(["a.flac"])`."""
+    return Tagger(load_ensemble(path), device)

@@ -19,6 +19,7 @@ COMMANDS = {
     "predict": "stages.predict:predict",
     "ensemble": "stages.ensemble:ensemble",
     "report": "stages.report:report",
+    "export": "stages.export:export",
     "tag": "stages.tag:tag",
     "import": "stages.import_data:import_data",
 }

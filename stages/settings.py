@@ -19,3 +19,4 @@ def inference_config(params: dict[str, Any], path: Path = PARAMS) -> InferenceCo
     """The batching settings of inference (`inference`)."""
     return build(InferenceConfig, section(params, "inference", path), "inference", path)
 
+

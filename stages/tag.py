@@ -7,13 +7,10 @@ from pathlib import Path
 import typer
 
 from fsdlib.atomic import write_text
-from fsdlib.dataset import read_label_table
 from fsdlib.errors import FsdError
-from fsdlib.features import LogMelConfig
-from fsdlib.paths import PATHS
-from fsdlib.tagger import Tagger, ensemble_members, expand_paths, render_tags
-from stages.common import PARAMS, fold_ids, load_params, section, stage
-from stages.settings import inference_config, model_spec
+from fsdlib.tagger import expand_paths, load_tagger, render_tags
+from stages.common import PARAMS, load_params, stage
+from stages.tagging import trained_tagger
 
 
 class Format(StrEnum):
@@ -35,17 +32,18 @@ def tag(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
     weights: Weights = typer.Option(Weights.submitted, help="ensemble weights: as submitted, fixed or fitted"),
-    params: Path = typer.Option(PARAMS, help="params file"),
+    model: Path | None = typer.Option(None, "--model", "-m", help="an exported tagger file (`fsd export`); default: "
+                                      "the trained ensemble of the repository in the current folder"),
+    params: Path = typer.Option(PARAMS, help="params file (without --model)"),
     device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
     segment: float | None = typer.Option(None, min=0.05, help="tag windows of this many seconds (timestamps)"),
     hop: float | None = typer.Option(None, min=0.05, help="seconds between window starts (default: --segment)"),
 ) -> None:
     """Tag audio files with the trained ensemble; unreadable files are reported and skipped."""
-    p = load_params(params)
-    members = ensemble_members(weights.value, lambda name: model_spec(p, name, params), fold_ids(p, params))
-    classes, _ = read_label_table(PATHS.labels)
-    logmel = LogMelConfig.from_params(section(p, "features", params))
-    tagger = Tagger(members, classes, logmel, inference_config(p, params), device)
+    if model is not None:
+        tagger = load_tagger(model, device)
+    else:
+        tagger = trained_tagger(load_params(params), weights.value, device, params)
     files = expand_paths(paths)
     if not files:
         raise FsdError("no audio files (.wav, .flac, .ogg, .mp3) found in the given paths")

@@ -4,6 +4,8 @@ bounded memory (`fsd tag --segment`)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -14,10 +16,11 @@ import torch
 
 from fsdlib.audio import SAMPLE_RATE, read_audio, read_windows, window_starts
 from fsdlib.errors import FsdError
+from fsdlib.export import export_ensemble
 from fsdlib.features import LogMelConfig
 from fsdlib.inference import InferenceConfig
 from fsdlib.spec import ModelSpec
-from fsdlib.tagger import Member, Tagger, expand_paths, render_tags
+from fsdlib.tagger import Member, Tagger, expand_paths, load_tagger, render_tags
 
 SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
 CLASSES = ["Bark", "Meow", "Chirp"]
@@ -43,7 +46,7 @@ def tagger(tmp_path_factory: pytest.TempPathFactory) -> Tagger:
         torch.save(spec.build(len(CLASSES)).state_dict(), path)
         snapshots.append(path)
     member = Member("T", spec, tuple(snapshots), 1.0, spec.tta_pads)
-    return Tagger([member], CLASSES, LogMelConfig(), InferenceConfig(), device="cpu")
+    return Tagger.from_members([member], CLASSES, LogMelConfig(), InferenceConfig(), device="cpu")
 
 
 @pytest.mark.parametrize("duration, segment, hop, expected", [
@@ -121,3 +124,47 @@ def test_tag_windows_timestamps_cover_the_file_and_match_whole_clips(tagger: Tag
     rows = json.loads(render_tags(tags, "json"))
     assert rows[1]["start"] == 1.5 and rows[1]["end"] == 3.5 and len(rows[1]["labels"]) == 2
     assert "\t1.50-3.50 s\t" in render_tags(tags, "table")
+
+
+def test_exported_file_tags_like_the_repository_ensemble_from_anywhere(tagger: Tagger, tmp_path: Path) -> None:
+    """One file, loadable weights-only, gives the same scores; `fsd tag --model` works in a folder without params."""
+    path = tmp_path / "tagger.pt"
+    export_ensemble(path, tagger.ensemble)
+    payload = torch.load(path, weights_only=True)  # plain data and tensors only: no pickled code
+    assert payload["format"] == "fsdlib-tagger" and payload["classes"] == CLASSES
+    assert not any("bn" in k for k in payload["members"][0]["snapshots"][0])  # batch norms folded
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_tone(clips / "a.mp3", 1.2, freq=500.0)
+    write_tone(clips / "b.wav", 0.7, freq=900.0)
+    ours = tagger.scores(sorted(clips.iterdir()))
+    loaded = load_tagger(path, device="cpu").scores(sorted(clips.iterdir()))
+    assert np.allclose(loaded.to_numpy(), ours.to_numpy(), atol=1e-5)
+    assert list(loaded.columns) == CLASSES and loaded.index.tolist() == [str(clips / "a.mp3"), str(clips / "b.wav")]
+    wave = read_audio(clips / "b.wav")
+    assert np.allclose(tagger.scores([wave, wave.astype(np.float32) / 32768.0]).to_numpy(),
+                       ours.to_numpy()[[1, 1]], atol=1e-5)  # arrays, int16 or float, as files
+    proc = subprocess.run([str(Path(sys.executable).parent / "fsd"), "tag", "--model", str(path), "clips",
+                           "--format", "csv", "--device", "cpu", "--segment", "0.5"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = proc.stdout.splitlines()
+    assert rows[0] == "file,start,end,rank,label,score,error" and len(rows) == 1 + 3 * (3 + 2)  # 3 + 2 windows
+
+
+def test_exported_file_errors(tagger: Tagger, tmp_path: Path) -> None:
+    path = tmp_path / "tagger.pt"
+    export_ensemble(path, tagger.ensemble)
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(FsdError, match="format version 99"):
+        load_tagger(tmp_path / "future.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(FsdError, match="not an fsdlib tagger file"):
+        load_tagger(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(FsdError, match="not a loadable tagger file"):
+        load_tagger(tmp_path / "junk.pt")
+    with pytest.raises(FsdError, match="tagger file not found"):
+        load_tagger(tmp_path / "missing.pt")

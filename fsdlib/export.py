@@ -1,0 +1,127 @@
+"""One file holding a trained ensemble for tagging, usable anywhere without the repository, params or DVC.
+
+The file is a `torch.save` of plain data only (strings, numbers, lists, dicts, tensors), so it loads with
+`torch.load(weights_only=True)`, which runs no pickled code: the class names, the log-mel and inference settings,
+and per member its settings (a ModelSpec as a dict), ensemble weight, TTA pads and the inference-ready weights of
+every snapshot (batch norms folded into their convolutions, fsdlib/models/fusion.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fsdlib.atomic import atomic_path
+from fsdlib.errors import FsdError
+from fsdlib.features import LogMelConfig
+from fsdlib.inference import InferenceConfig
+from fsdlib.models import TaggingModel
+from fsdlib.models.fusion import fold_batch_norms
+from fsdlib.spec import ModelSpec
+
+FORMAT = "fsdlib-tagger"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoadedMember:
+    """One model of an ensemble, its snapshots loaded and ready for inference (on the CPU until predicted)."""
+
+    name: str
+    spec: ModelSpec
+    models: tuple[TaggingModel, ...]
+    weight: float
+    pads: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LoadedEnsemble:
+    """What tagging needs: classes, feature and inference settings, the members."""
+
+    classes: tuple[str, ...]
+    logmel: LogMelConfig
+    inference: InferenceConfig
+    members: tuple[LoadedMember, ...]
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: what the weights-only unpickler and YAML-style params both hold."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    """A ModelSpec as plain data (every field)."""
+    return {f.name: _plain(getattr(spec, f.name)) for f in fields(spec)}
+
+
+def folded_model(spec: ModelSpec, n_classes: int, state: dict[str, torch.Tensor] | None = None) -> TaggingModel:
+    """The spec's network in eval mode with its batch norms folded; `state` (folded weights) loaded when given."""
+    model = spec.build(n_classes).eval()
+    fold_batch_norms(model)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def export_ensemble(path: Path, ensemble: LoadedEnsemble) -> int:
+    """Write the ensemble to one file, atomically; returns its size in bytes."""
+    members = []
+    for m in ensemble.members:
+        states = []
+        for model in m.models:
+            folded = model.for_inference()
+            states.append({k: v.detach().cpu().contiguous() for k, v in folded.state_dict().items()})
+        members.append({"name": m.name, "spec": spec_to_dict(m.spec), "weight": float(m.weight),
+                        "pads": [int(p) for p in m.pads], "snapshots": states})
+    payload = {"format": FORMAT, "version": VERSION, "classes": list(ensemble.classes),
+               "logmel": _plain(asdict(ensemble.logmel)), "inference": _plain(asdict(ensemble.inference)),
+               "members": members}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path.stat().st_size
+
+
+def load_ensemble(path: str | Path) -> LoadedEnsemble:
+    """Read an exported file (weights only: no code runs), checking its format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise FsdError("tagger file not found", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file or one holding code: torch raises several types
+        raise FsdError(f"not a loadable tagger file ({' '.join(str(exc).split())[:200]})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise FsdError(f"not an fsdlib tagger file (no format {FORMAT!r})", path)
+    if payload.get("version") != VERSION:
+        raise FsdError(f"tagger file format version {payload.get('version')} (this fsdlib reads version {VERSION}: "
+                       "export it again with this version)", path)
+    try:
+        classes = tuple(payload["classes"])
+        members = tuple(_member(m, len(classes)) for m in payload["members"])
+        return LoadedEnsemble(classes, LogMelConfig(**payload["logmel"]), InferenceConfig(**payload["inference"]),
+                              members)
+    except (KeyError, TypeError, RuntimeError, FsdError) as exc:
+        raise FsdError(f"damaged tagger file ({' '.join(str(exc).split())[:200]})", path) from None
+
+
+def _member(entry: dict[str, Any], n_classes: int) -> LoadedMember:
+    spec = ModelSpec.from_params(entry["spec"], entry["name"])
+    models = tuple(folded_model(spec, n_classes, state) for state in entry["snapshots"])
+    return LoadedMember(entry["name"], spec, models, float(entry["weight"]), tuple(entry["pads"]))
+
+
+def load_members(specs: Sequence[tuple[str, ModelSpec, Sequence[Path], float, Sequence[int]]],
+                 n_classes: int) -> tuple[LoadedMember, ...]:
+    """Members from snapshot files (the repository's trained models): each snapshot loaded once."""
+    from fsdlib.predict import load_snapshot
+
+    return tuple(LoadedMember(name, spec, tuple(load_snapshot(spec, n_classes, p, "cpu") for p in paths), float(w),
+                              tuple(pads)) for name, spec, paths, w, pads in specs)
