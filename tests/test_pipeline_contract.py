@@ -145,7 +145,7 @@ def test_fsd_tag_table_fitted_weights_and_exit_codes(tiny_pipeline: Path, tmp_pa
 
     (tmp_path / "empty").mkdir()
     nothing = _tag(tiny_pipeline, str(tmp_path / "empty"))
-    assert (nothing.returncode, nothing.stderr.splitlines()[-1]) == (1, "error: no .wav files found in the given paths")
+    assert nothing.returncode == 1 and nothing.stderr.splitlines()[-1].startswith("error: no audio files")
 
     untrained = tmp_path / "untrained"
     untrained.mkdir()
