@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +54,8 @@ class Dataset:
         return (self.curated, self.noisy, self.test)
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    """Read a CSV as strings (BOM and CRLF tolerated); check required columns and unique fnames."""
+def read_string_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    """Read a CSV as strings (BOM and CRLF tolerated, header names stripped) and check its required columns."""
     if not path.is_file():
         raise FsdError("file not found", path)
     try:
@@ -65,6 +66,12 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise FsdError(f"missing column(s) {', '.join(missing)} (has: {', '.join(df.columns)})", path)
+    return df
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read a CSV as strings (`read_string_csv`); check unique, non-empty fnames."""
+    df = read_string_csv(path, required)
     df["fname"] = df["fname"].str.strip()
     empty = df.index[df["fname"] == ""]
     if len(empty):

@@ -21,7 +21,7 @@ import soundfile as sf
 
 from fsdlib.atomic import atomic_dir
 from fsdlib.audio import AUDIO_SUFFIXES, SAMPLE_RATE, read_audio
-from fsdlib.dataset import USAGES
+from fsdlib.dataset import USAGES, read_string_csv
 from fsdlib.errors import FsdError
 
 log = logging.getLogger(__name__)
@@ -89,17 +89,8 @@ def clips_from_csv(csv: Path, audio_dir: Path | None = None, filename_column: st
     """Clips listed in a CSV: a file name column (relative to `audio_dir`, default the CSV's folder) and a label
     column of one or several labels joined by `separator`; an optional split column says train or test."""
     csv = Path(csv)
-    if not csv.is_file():
-        raise FsdError("CSV not found", csv)
-    try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise FsdError(f"not a readable CSV ({str(exc).strip()})", csv) from None
-    df.columns = [c.strip() for c in df.columns]
     wanted = [filename_column] + ([label_column] if labelled else []) + ([split_column] if split_column else [])
-    missing = [c for c in wanted if c not in df.columns]
-    if missing:
-        raise FsdError(f"no column {', '.join(map(repr, missing))} (has: {', '.join(df.columns)})", csv)
+    df = read_string_csv(csv, wanted)
     if not separator:
         raise FsdError("the label separator must not be empty", csv)
     audio_dir = Path(audio_dir) if audio_dir is not None else csv.parent

@@ -144,7 +144,7 @@ def test_bad_input_one_line_exit_1_source_untouched(tmp_path: Path, case: str) -
         write(audio / f"a{i}.wav", 400.0 + 100 * i, "wav", seed=i)
     rows = [{"fname": f"a{i}.wav", "labels": ["Bark", "Meow"][i % 2], "split": "train"} for i in range(4)]
     args = [str(src / "meta.csv"), str(tmp_path / "out"), "--split-column", "split", "--audio-dir", str(audio)]
-    expect = {"unknown column": "no column 'tags'", "missing file": "row 3", "empty labels": "empty labels",
+    expect = {"unknown column": "missing column(s) tags", "missing file": "row 3", "empty labels": "empty labels",
               "duplicate name": "duplicate name 'a0.wav'", "label not in classes": "not in the given class list",
               "destination not empty": "not an empty folder", "unreadable audio": "unreadable FLAC",
               "same name, two splits": "listed as train"}[case]
