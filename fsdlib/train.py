@@ -237,7 +237,8 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
     and the learning rate of every step in live/plots/metrics/lr_step.tsv).
 
     Resumes from `state_dir` (outside DVC outputs) after an interruption, with the same final weights as an
-    uninterrupted run on the CPU (on CUDA, the same up to non-deterministic kernels). `after_cycle(c)` runs on rank 0 once cycle c's resume state is saved.
+    uninterrupted run on the CPU (on CUDA, the same up to non-deterministic kernels). `after_cycle(c)` runs on
+    rank 0 once cycle c's resume state is saved.
     """
     from dvclive import Live
 
