@@ -96,14 +96,14 @@ def _set(repo: Path, key: str, value) -> None:
 def test_model_param_reruns_only_that_model(repo: Path) -> None:
     _set(repo, "models.C.lr_max", 0.002)
     ran = repro(repo)
-    assert sorted(ran) == ["ensemble", "predict@C", "train@C-0", "train@C-1"]
+    assert sorted(ran) == ["ensemble", "export", "predict@C", "report", "train@C-0", "train@C-1"]
 
 
 def test_temperature_reruns_pseudo_labels_and_students_only(repo: Path) -> None:
     _set(repo, "spl.temperature", 1.5)
     ran = set(repro(repo))
     students = {f"train_student@{m}-{k}" for m in ("B", "B_leak_free") for k in (0, 1)}
-    assert ran == {"pseudo_label", *students, "predict@B", "predict@B_leak_free", "ensemble"}
+    assert ran == {"pseudo_label", *students, "predict@B", "predict@B_leak_free", "ensemble", "report", "export"}
     table = pd.read_parquet(Paths(repo).pseudo_labels("leak_free"))
     assert set(table["temperature"]) == {1.5} and set(table["student_fold"]) == {0, 1}
 
@@ -150,7 +150,7 @@ def test_experiment_runs_only_dependent_stages(repo: Path) -> None:
     proc = run(["dvc", "exp", "run", "-S", "models.F.lr_max=0.05"], repo)
     ran = sorted(set(re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)))
     train_f = _train_stage(repo, "F")
-    assert ran == ["ensemble", "predict@F", f"{train_f}@F-0", f"{train_f}@F-1"]
+    assert ran == ["ensemble", "export", "predict@F", "report", f"{train_f}@F-0", f"{train_f}@F-1"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert "metrics/metrics.json" in json.dumps(shown) and "ensemble_fixed" in json.dumps(shown)
     assert "models.F.lr_max" in run(["dvc", "params", "diff"], repo).stdout
