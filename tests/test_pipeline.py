@@ -94,9 +94,15 @@ def _set(repo: Path, key: str, value) -> None:
 
 
 def test_model_param_reruns_only_that_model(repo: Path) -> None:
+    """Only C's stages and those reading every model rerun; in the paper tables only the rows with C change."""
+    tables = repo / "metrics" / "paper_tables.json"
+    before = {r["row"]: r for r in json.loads(tables.read_text())["rows"]}
     _set(repo, "models.C.lr_max", 0.002)
     ran = repro(repo)
     assert sorted(ran) == ["ensemble", "export", "predict@C", "report", "train@C-0", "train@C-1"]
+    after = {r["row"]: r for r in json.loads(tables.read_text())["rows"]}
+    assert all(after[n] == before[n] for n in after if "C" not in after[n]["members"])
+    assert any(after[n]["cv"] != before[n]["cv"] for n in after if "C" in after[n]["members"])
 
 
 def test_temperature_reruns_pseudo_labels_and_students_only(repo: Path) -> None:
