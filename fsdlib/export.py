@@ -20,7 +20,7 @@ from fsdlib.errors import FsdError
 from fsdlib.features import LogMelConfig
 from fsdlib.inference import InferenceConfig
 from fsdlib.models import TaggingModel
-from fsdlib.models.fusion import fold_batch_norms
+from fsdlib.models.fusion import fold_batch_norms, mark_inference_ready
 from fsdlib.spec import ModelSpec
 
 FORMAT = "fsdlib-tagger"
@@ -63,12 +63,13 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
 
 
 def folded_model(spec: ModelSpec, n_classes: int, state: dict[str, torch.Tensor] | None = None) -> TaggingModel:
-    """The spec's network in eval mode with its batch norms folded; `state` (folded weights) loaded when given."""
+    """The spec's network in eval mode with its batch norms folded, `state` (folded weights) loaded when given, ready
+    for inference (fsdlib/models/fusion.py)."""
     model = spec.build(n_classes).eval()
     fold_batch_norms(model)
     if state is not None:
         model.load_state_dict(state)
-    return model
+    return mark_inference_ready(model)
 
 
 def export_ensemble(path: Path, ensemble: LoadedEnsemble) -> int:
@@ -120,8 +121,10 @@ def _member(entry: dict[str, Any], n_classes: int) -> LoadedMember:
 
 def load_members(specs: Sequence[tuple[str, ModelSpec, Sequence[Path], float, Sequence[int]]],
                  n_classes: int) -> tuple[LoadedMember, ...]:
-    """Members from snapshot files (the repository's trained models): each snapshot loaded once."""
+    """Members from snapshot files (the repository's trained models): each snapshot loaded and prepared for
+    inference once."""
     from fsdlib.predict import load_snapshot
 
-    return tuple(LoadedMember(name, spec, tuple(load_snapshot(spec, n_classes, p, "cpu") for p in paths), float(w),
-                              tuple(pads)) for name, spec, paths, w, pads in specs)
+    return tuple(LoadedMember(name, spec, tuple(load_snapshot(spec, n_classes, p, "cpu").for_inference()
+                                                for p in paths), float(w), tuple(pads))
+                 for name, spec, paths, w, pads in specs)

@@ -108,7 +108,7 @@ def predict_clips(
     if not clips:
         raise FsdError("no clips to predict")
     device = resolve_device(device) if isinstance(device, str) else device
-    model = model.for_inference().to(device)  # a folded, channels-last copy on the device: the caller's is untouched
+    model = model.for_inference().to(device)  # a folded, channels-last copy on the device (made once: fusion.py)
     inner = clips[0].shape[1] if kind == "logmel" else 1
     lengths = [len(c) + 2 * max(pads) for c in clips]
     total: np.ndarray | None = None

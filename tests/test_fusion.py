@@ -53,3 +53,11 @@ def test_folding_needs_eval_mode() -> None:
     model = _model_with_statistics("envnet").train()
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norms(model)
+
+
+def test_an_inference_copy_is_made_once() -> None:
+    """Preparing a prepared network returns it unchanged (no second deep copy per call), a trained one is copied."""
+    model = _model_with_statistics("resnet")
+    ready = model.for_inference()
+    assert ready is not model and ready.for_inference() is ready
+    assert model.training is False and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())

@@ -46,9 +46,25 @@ def fold_batch_norms(module: nn.Module) -> int:
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of `model` with batch norms folded and channels-last weights; `model` is untouched."""
+    """An eval-mode copy of `model` with batch norms folded and channels-last weights; `model` is untouched.
+
+    A model that already is such a copy (`inference_ready`) is returned as it is, so callers that prepare their
+    networks once (the tagger, the predict stage) are not copied and folded again on every call."""
+    if is_inference_ready(model):
+        return model
     net = copy.deepcopy(model).eval()
     fold_batch_norms(net)
+    return mark_inference_ready(net)
+
+
+def mark_inference_ready(net: nn.Module) -> nn.Module:
+    """Freeze an eval-mode network whose batch norms are folded, in channels-last memory, and mark it ready."""
     for param in net.parameters():
         param.requires_grad_(False)
-    return net.to(memory_format=torch.channels_last)
+    net = net.to(memory_format=torch.channels_last)
+    net.inference_ready = True
+    return net
+
+
+def is_inference_ready(net: nn.Module) -> bool:
+    return bool(getattr(net, "inference_ready", False))

@@ -75,7 +75,8 @@ class TaggingModel(nn.Module):
         return self.heads(self.backbone(x))
 
     def for_inference(self) -> TaggingModel:
-        """An eval-mode copy for prediction: batch norms folded into their convolutions, channels-last memory."""
+        """An eval-mode copy for prediction: batch norms folded into their convolutions, channels-last memory (this
+        model itself when it already is such a copy)."""
         from fsdlib.models.fusion import inference_copy
 
         return inference_copy(self)
