@@ -60,13 +60,19 @@ def read_audio(path: str | Path) -> np.ndarray:
     the pipeline itself reads WAV only (`load_wav`).
     """
     path = Path(path)
+    return _decode(path, _checked_kind(path), logging.DEBUG)
+
+
+def _checked_kind(path: Path) -> str:
+    """The file's kind for messages ("FLAC", "WAV", ...), after the checks libsndfile does not make: the file
+    exists, is not empty, and a WAV's data chunk fits in it."""
     if not path.is_file():
         raise FsdError("audio file not found", path)
     if path.stat().st_size == 0:
         raise FsdError("empty file (0 bytes)", path)
     if path.suffix.lower() == ".wav":
         _check_riff(path)
-    return _decode(path, path.suffix.lstrip(".").upper() or "audio", logging.DEBUG)
+    return path.suffix.lstrip(".").upper() or "audio"
 
 
 def read_any(path: str | Path) -> np.ndarray:
@@ -132,11 +138,7 @@ def read_windows(path: str | Path, segment: float, hop: float) -> Iterator[tuple
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise FsdError("audio file not found", path)
-    kind = path.suffix.lstrip(".").upper() or "audio"
-    if path.suffix.lower() == ".wav":
-        _check_riff(path)
+    kind = _checked_kind(path)
     try:
         f = sf.SoundFile(str(path))
     except Exception as exc:  # libsndfile's many kinds of damage

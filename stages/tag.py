@@ -41,6 +41,9 @@ def tag(
 ) -> None:
     """Tag audio files with the trained ensemble; unreadable files are reported and skipped."""
     if model is not None:
+        if weights != Weights.submitted:
+            raise FsdError("--weights chooses among the repository's ensembles; an exported file (--model) holds the "
+                           "submitted one only")
         tagger = load_tagger(model, device)
     else:
         tagger = trained_tagger(load_params(params), weights.value, device, params)

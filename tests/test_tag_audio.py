@@ -168,3 +168,12 @@ def test_exported_file_errors(tagger: Tagger, tmp_path: Path) -> None:
         load_tagger(tmp_path / "junk.pt")
     with pytest.raises(FsdError, match="tagger file not found"):
         load_tagger(tmp_path / "missing.pt")
+
+
+def test_model_file_refuses_other_weights(tagger: Tagger, tmp_path: Path) -> None:
+    path = tmp_path / "tagger.pt"
+    export_ensemble(path, tagger.ensemble)
+    write_tone(tmp_path / "a.wav", 0.5)
+    proc = subprocess.run([str(Path(sys.executable).parent / "fsd"), "tag", "--model", str(path), "a.wav",
+                           "--weights", "fixed"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: --weights chooses")
