@@ -2,13 +2,10 @@
 of the global batch: the two halves together are exactly what one process sees."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from launch import alone, torchrun
 
 SCRIPT = """
 import json, os, sys
@@ -45,23 +42,12 @@ train_module.train_fold(spec, data, 3, root / "out", root / "state", name="P", f
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_each_rank_trains_on_its_half_of_the_global_batch(tmp_path: Path) -> None:
     script = tmp_path / "shards.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "single")], env=env, capture_output=True,
-                            text=True, timeout=300)
+    single = alone(script, str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script),
-                          str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=300)
+    ddp = torchrun(script, str(tmp_path / "ddp"))
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = json.loads((tmp_path / "single" / "seen0.json").read_text())
     ranks = [json.loads((tmp_path / "ddp" / f"seen{r}.json").read_text()) for r in (0, 1)]

@@ -1,12 +1,9 @@
 """Data-parallel training under torchrun (2 processes, gloo on CPU) equals one process with the same batch."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from launch import alone, torchrun
 
 SCRIPT = """
 import os, sys
@@ -41,19 +38,6 @@ train_fold(spec, data, 3, root / "out", state, name="P", fold=0, device="cpu", p
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(script: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script), *args],
-                          env=env, capture_output=True, text=True, timeout=300)
-
-
 def _assert_same_snapshots(a_dir: Path, b_dir: Path) -> None:
     for cycle in (1, 2):
         a = torch.load(a_dir / f"snapshot_{cycle}.pt")
@@ -68,18 +52,15 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     resume state reaches every rank before DistributedDataParallel broadcasts the weights."""
     script = tmp_path / "ddp_tiny.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "single")], env=env, capture_output=True,
-                            text=True, timeout=300)
+    single = alone(script, str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
-    ddp = _torchrun(script, str(tmp_path / "ddp"))
+    ddp = torchrun(script, str(tmp_path / "ddp"))
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     _assert_same_snapshots(tmp_path / "single" / "out", tmp_path / "ddp" / "out")
 
-    stopped = _torchrun(script, str(tmp_path / "resumed"), "interrupt")
+    stopped = torchrun(script, str(tmp_path / "resumed"), "interrupt")
     assert stopped.returncode != 0 and (tmp_path / "resumed" / "state0" / "snapshot_1.pt").is_file()
     assert not (tmp_path / "resumed" / "state1").exists()
-    resumed = _torchrun(script, str(tmp_path / "resumed"), "interrupt")
+    resumed = torchrun(script, str(tmp_path / "resumed"), "interrupt")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_snapshots(tmp_path / "ddp" / "out", tmp_path / "resumed" / "out")
