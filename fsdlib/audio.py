@@ -118,7 +118,12 @@ def _to_int16(data: np.ndarray, sr: int, subtype: str, path: Path, kind: str, le
         raise FsdError(f"empty {kind} (0 samples after conversion)", path)
     if not np.all(np.isfinite(mono)):
         raise FsdError(f"{kind} holds non-finite samples (NaN or inf)", path)
-    return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
+    return float_to_int16(mono)
+
+
+def float_to_int16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1) as int16 (x 32768, rounded, clipped): the inverse of `to_float`."""
+    return np.clip(np.round(np.asarray(samples) * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def window_starts(duration: float, segment: float, hop: float) -> list[float]:

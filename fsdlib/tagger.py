@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fsdlib.audio import AUDIO_SUFFIXES, read_any, read_windows
+from fsdlib.audio import AUDIO_SUFFIXES, float_to_int16, read_any, read_windows
 from fsdlib.ensemble import weighted_average
 from fsdlib.errors import FsdError
 from fsdlib.export import LoadedEnsemble, load_ensemble, load_members
@@ -148,8 +148,7 @@ class Tagger:
         waves, names = [], []
         for i, item in enumerate(items):
             if isinstance(item, np.ndarray):
-                wave = item if item.dtype == np.int16 else np.clip(np.round(item * 32768.0), -32768, 32767)
-                waves.append(np.asarray(wave, dtype=np.int16).reshape(-1))
+                waves.append((item if item.dtype == np.int16 else float_to_int16(item)).reshape(-1))
                 names.append(f"array {i}")
             else:
                 waves.append(read_any(item))
