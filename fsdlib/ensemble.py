@@ -15,6 +15,7 @@ import numpy as np
 from fsdlib.errors import FsdError
 from fsdlib.metrics import lwlrap
 from fsdlib.selection import SnapshotGrid, average, fold_selections
+from fsdlib.spec import check_choice
 
 DEFAULT_STEPS = 60
 _STEP_SIZES = (0.25, 0.1, 0.05, 0.02)
@@ -31,15 +32,25 @@ class Ensemble:
     test: dict[str, np.ndarray]
 
 
+FIT_OVER = ("weighted", "all")
+
+
+def fit_candidates(fixed: dict[str, float], fit_over: str) -> list[str]:
+    """The models the fitted weights may use: those with a positive fixed weight ("weighted"), or every model
+    predicted, the weight-0 ones included ("all")."""
+    check_choice("ensemble.fit_over", fit_over, FIT_OVER)
+    return [m for m in fixed if fit_over == "all" or fixed[m] > 0]
+
+
 def combine(oof: dict[str, np.ndarray], test: dict[str, np.ndarray], fixed: dict[str, float],
-            truth: np.ndarray) -> Ensemble:
+            truth: np.ndarray, fit_over: str = "weighted") -> Ensemble:
     """Both ensembles of the models in `fixed`: the fixed weights, and weights fitted on the OOF predictions.
 
     OOF rows of folds some model did not train (NaN) are dropped before fitting and scoring.
     """
     known = np.all([np.isfinite(oof[m]).all(axis=1) for m in fixed], axis=0)
     oof = {m: oof[m][known] for m in fixed}
-    fitted = fit_weights({m: oof[m] for m in fixed if fixed[m] > 0}, truth[known])
+    fitted = fit_weights({m: oof[m] for m in fit_candidates(fixed, fit_over)}, truth[known])
     test = {m: test[m] for m in fixed}
     return Ensemble(fixed, fitted, known, _with_ensembles(oof, fixed, fitted), _with_ensembles(test, fixed, fitted))
 
@@ -52,7 +63,7 @@ def _with_ensembles(preds: dict[str, np.ndarray], fixed: dict[str, float],
 
 
 def nested_cv(grids: dict[str, SnapshotGrid], truth: np.ndarray, folds: np.ndarray, fixed: dict[str, float],
-              mode: str) -> dict[str, float]:
+              mode: str, fit_over: str = "weighted") -> dict[str, float]:
     """Nested CV lwlrap of each model's snapshot selection and of both ensembles, keys as `combine`'s.
 
     For each fold k, every model's cycles and pads (`mode` of fsdlib/selection.py) and the fitted weights are
@@ -63,11 +74,12 @@ def nested_cv(grids: dict[str, SnapshotGrid], truth: np.ndarray, folds: np.ndarr
     folds, truth = np.asarray(folds)[known], np.asarray(truth)[known]
     grids = {m: grids[m].restricted(known) for m in fixed}
     chosen = {m: fold_selections(g.oof, truth, folds, g.cycles, g.pads, mode) for m, g in grids.items()}
+    candidates = fit_candidates(fixed, fit_over)
     pooled: dict[str, np.ndarray] = {}
     for k in chosen[next(iter(fixed))]:
         held, rest = folds == k, folds != k
         fitted = fit_weights({m: average(g.oof[:, :, rest], g.cycles, g.pads, chosen[m][k])
-                              for m, g in grids.items() if fixed[m] > 0}, truth[rest])
+                              for m, g in grids.items() if m in candidates}, truth[rest])
         held_out = {m: average(g.oof[:, :, held], g.cycles, g.pads, chosen[m][k]) for m, g in grids.items()}
         for name, pred in _with_ensembles(held_out, fixed, fitted).items():
             pooled.setdefault(name, np.zeros(truth.shape))[held] = pred

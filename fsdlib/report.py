@@ -126,13 +126,14 @@ def selection_report(grids: dict[str, SnapshotGrid], chosen: dict[str, Selection
             "ensembles": {e: rows[e] for e in names[len(chosen):]}}
 
 
-def report_ensemble(fixed: dict[str, float], submit: str, select: str = "fixed",
-                    paths: Paths = PATHS) -> tuple[dict[str, Any], dict[str, Any]]:
+def report_ensemble(fixed: dict[str, float], submit: str, select: str = "fixed", paths: Paths = PATHS,
+                    fit_over: str = "weighted") -> tuple[dict[str, Any], dict[str, Any]]:
     """Combine the predictions of the models in `fixed`, write every ensemble output; return the metrics and the
     snapshot selection report (metrics/selection.json).
 
     `select` ("fixed" or "cv") says which snapshot cycles and pads each model averages (fsdlib/selection.py);
-    `submit` ("fixed" or "fitted") picks the ensemble whose test predictions become the submission.
+    `submit` ("fixed" or "fitted") picks the ensemble whose test predictions become the submission; `fit_over`
+    ("weighted" or "all") which models the fitted weights may use (fsdlib/ensemble.py).
     """
     check_choice("ensemble.submit", submit, ("fixed", "fitted"))
     check_choice("ensemble.select", select, SELECT_MODES)
@@ -143,10 +144,10 @@ def report_ensemble(fixed: dict[str, float], submit: str, select: str = "fixed",
     grids = {m: SnapshotGrid.of(preds[m]) for m in models}
     known = np.all([np.isfinite(g.oof).all(axis=(0, 1, 3)) for g in grids.values()], axis=0)
     chosen = {m: g.restricted(known).select(truth[known], select) for m, g in grids.items()}
-    ensemble = _combine(grids, chosen, fixed, truth)
+    ensemble = _combine(grids, chosen, fixed, truth, fit_over)
     all_snapshots = {m: g.restricted(known).select(truth[known], "fixed") for m, g in grids.items()}
-    every = ensemble if select == "fixed" else _combine(grids, all_snapshots, fixed, truth)
-    nested = nested_cv(grids, truth, folds, fixed, select) if len(set(folds[known].tolist())) > 1 else None
+    every = ensemble if select == "fixed" else _combine(grids, all_snapshots, fixed, truth, fit_over)
+    nested = nested_cv(grids, truth, folds, fixed, select, fit_over) if len(set(folds[known].tolist())) > 1 else None
     metrics, per_class = score(ensemble, labels["curated"], labels["test"])
     if nested is not None:
         metrics["cv_nested"] = {e: nested[e] for e in ("ensemble_fixed", "ensemble_fitted")}
@@ -161,10 +162,11 @@ def report_ensemble(fixed: dict[str, float], submit: str, select: str = "fixed",
 
 
 def _combine(grids: dict[str, SnapshotGrid], chosen: dict[str, Selection], fixed: dict[str, float],
-             truth: np.ndarray) -> Ensemble:
+             truth: np.ndarray, fit_over: str) -> Ensemble:
     """`combine` of each model's predictions averaged over its chosen snapshot cycles and pads."""
     averaged = {m: g.averaged(chosen[m]) for m, g in grids.items()}
-    return combine({m: a[0] for m, a in averaged.items()}, {m: a[1] for m, a in averaged.items()}, fixed, truth)
+    return combine({m: a[0] for m, a in averaged.items()}, {m: a[1] for m, a in averaged.items()}, fixed, truth,
+                   fit_over)
 
 
 def summary(metrics: dict[str, Any]) -> str:

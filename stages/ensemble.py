@@ -15,6 +15,7 @@ def ensemble(params: Path = typer.Option(PARAMS, help="params file")) -> None:
     plots."""
     cfg = section(load_params(params), "ensemble", params)
     fixed = {str(k): float(v) for k, v in cfg["weights"].items()}
-    metrics, selection = report_ensemble(fixed, cfg.get("submit", "fixed"), cfg.get("select", "fixed"))
+    metrics, selection = report_ensemble(fixed, cfg.get("submit", "fixed"), cfg.get("select", "fixed"),
+                                         fit_over=cfg.get("fit_over", "weighted"))
     print(summary(metrics))
     print(selection_summary(selection))

@@ -279,3 +279,20 @@ def test_report_ensemble_with_one_fold_has_no_nested_estimate(tmp_path: Path) ->
     metrics, selection = report_ensemble({"A": 1, "B": 1}, "fixed", "cv", paths)
     assert "cv_nested" not in metrics and selection["models"]["A"]["cv_nested"] is None
     assert "nested n/a" in selection_summary(selection)
+
+
+def test_fit_over_all_lets_a_weight_0_model_into_the_fitted_weights() -> None:
+    """A reported (weight-0) model that predicts far better than the weighted ones: "weighted" may not use it, "all"
+    gives it weight; the fixed ensemble ignores it either way."""
+    rng = np.random.default_rng(3)
+    truth = random_truth(rng, 200, 8)
+    oof = {"A": noisy_scores(rng, truth, 0.3), "B": noisy_scores(rng, truth, 0.3), "X": noisy_scores(rng, truth, 3.0)}
+    test = {m: p[:5] for m, p in oof.items()}
+    fixed = {"A": 1.0, "B": 1.0, "X": 0.0}
+    weighted = combine(oof, test, fixed, truth)
+    every = combine(oof, test, fixed, truth, fit_over="all")
+    assert "X" not in weighted.fitted and every.fitted["X"] > 0.5
+    assert lwlrap(truth, every.oof["ensemble_fitted"]) > lwlrap(truth, weighted.oof["ensemble_fitted"])
+    assert np.array_equal(every.oof["ensemble_fixed"], weighted.oof["ensemble_fixed"])
+    with pytest.raises(FsdError, match="ensemble.fit_over"):
+        combine(oof, test, fixed, truth, fit_over="some")
