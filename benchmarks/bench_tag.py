@@ -1,9 +1,11 @@
 """Tagging speed of a trained pipeline: cold start for one file and throughput on a folder, for the exported file
-(`fsd tag --model data/tagger.pt`), the repository's ensemble, and the previous tagger in the same run.
+(`fsd tag --model data/tagger.pt`), the distilled network (`data/tagger_distilled.pt`), the repository's
+ensemble, and the previous tagger in the same run.
 
 The previous tagger (the reference) predicted each member with `fsdlib.predict.predict_snapshots`, which loads
 every snapshot file again for every chunk of files; ours loads every model once (fsdlib/tagger.py, fsdlib/export.py).
-Run it in a checkout where `dvc repro` has run (it needs data/models, data/ensemble.json and data/tagger.pt):
+Run it in a checkout where `dvc repro` has run (it needs data/models, data/ensemble.json, data/tagger.pt and
+data/tagger_distilled.pt):
 
     .venv/bin/python benchmarks/bench_tag.py [--clips data/demo/test] [--repeats 3]
 
@@ -56,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("data/demo/test"))
     parser.add_argument("--model", type=Path, default=Path("data/tagger.pt"))
+    parser.add_argument("--distilled", type=Path, default=Path("data/tagger_distilled.pt"))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     keep_freed_memory()
@@ -74,27 +77,36 @@ def main() -> None:
         "fsd tag --model (exported file)": best(lambda: subprocess.run(
             [fsd, "tag", "--model", str(args.model), one, "--device", "cpu"], check=True, capture_output=True),
             args.repeats),
+        "fsd tag --model (distilled file)": best(lambda: subprocess.run(
+            [fsd, "tag", "--model", str(args.distilled), one, "--device", "cpu"], check=True, capture_output=True),
+            args.repeats),
         "fsd tag (repository ensemble)": best(lambda: subprocess.run(
             [fsd, "tag", one, "--device", "cpu"], check=True, capture_output=True), args.repeats),
     }
     in_process = {
         "load exported file + tag 1 file": best(lambda: load_tagger(args.model, "cpu").tag_files([files[0]]).__next__(),
                                                 args.repeats),
+        "load distilled file + tag 1 file": best(
+            lambda: load_tagger(args.distilled, "cpu").tag_files([files[0]]).__next__(), args.repeats),
         "load repository ensemble + tag 1 file": best(
             lambda: trained_tagger(params, "submitted", "cpu").tag_files([files[0]]).__next__(), args.repeats),
     }
     tagger = load_tagger(args.model, "cpu")
     waves = [read_any(f) for f in files]
     ours = best(lambda: tagger.predict(waves), args.repeats)
+    distilled = load_tagger(args.distilled, "cpu")
+    fast = best(lambda: distilled.predict(waves), args.repeats)
     previous = best(lambda: previous_predict(tagger, members, waves), 1)
     difference = float(np.abs(tagger.predict(waves) - previous_predict(tagger, members, waves)).max())
 
     rows = [[name, f"{t:.2f} s", ""] for name, t in process.items()]
     rows += [[name, f"{t:.2f} s", ""] for name, t in in_process.items()]
     rows += [["throughput, previous tagger (snapshots reloaded)", f"{previous:.2f} s", f"{seconds / previous:.1f}x"],
-             ["throughput, models loaded once", f"{ours:.2f} s", f"{seconds / ours:.1f}x"]]
+             ["throughput, models loaded once", f"{ours:.2f} s", f"{seconds / ours:.1f}x"],
+             ["throughput, distilled network", f"{fast:.2f} s", f"{seconds / fast:.1f}x"]]
     print(table(["measurement", "wall time", "x realtime"], rows))
     print(f"speed-up over the previous tagger: {previous / ours:.2f}x; largest score difference {difference:.2e}")
+    print(f"distilled network: {previous / fast:.1f}x the previous tagger's speed, {ours / fast:.1f}x the ensemble's")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ class FoldData:
     noisy_targets: np.ndarray | None = None
     spl_targets: np.ndarray | None = None  # (n_noisy, C) soft pseudo labels for this student fold
     spl_noisy_idx: np.ndarray | None = None  # noisy clips allowed in SPL batches (not in the validation fold)
+    truth: np.ndarray | None = None  # labels validation scores against, when the targets are not labels (distillation)
+
+    @property
+    def val_truth(self) -> np.ndarray:
+        """The labels of the held-out clips."""
+        return (self.curated_targets if self.truth is None else self.truth)[self.val_idx]
 
     def spl_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """SPL sampling pool: curated training clips (weight 1) then allowed noisy clips (N_cur / N_noisy).

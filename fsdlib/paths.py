@@ -60,6 +60,16 @@ class Paths:
         return self.root / "data/tagger.pt"
 
     @property
+    def distill(self) -> Path:
+        """The distilled network's snapshots, held-out predictions, metrics and curves (`fsd distill`)."""
+        return self.root / "data/distill"
+
+    @property
+    def distilled_tagger(self) -> Path:
+        """The distilled network in the tagger file format."""
+        return self.root / "data/tagger_distilled.pt"
+
+    @property
     def ensemble_weights(self) -> Path:
         """The ensemble's fixed and fitted weights, and which of them the submission used."""
         return self.root / "data/ensemble.json"

@@ -33,13 +33,20 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def store_digest(store: Any) -> str:
+    """The digest of a feature store's file, or of each file of a chain of stores (fsdlib/distill.py)."""
+    paths = store.paths if hasattr(store, "paths") else (store.path,)
+    return "+".join(file_digest(p) for p in paths)
+
+
 def fingerprint(spec: ModelSpec, data: FoldData, name: str, fold: int, init: Path | None) -> str:
     """What a resume state must match: the settings, the fold split, the stores' contents and the initial weights.
 
     Hashing the stores reads them once per training start, a few seconds per GB: small beside training on them.
     """
-    parts = [asdict(spec), name, fold, data.train_idx.tolist(), data.val_idx.tolist(),
-             file_digest(data.curated.path), None if data.noisy is None else file_digest(data.noisy.path),
+    parts = [asdict(spec), name, fold, data.train_idx.tolist(), data.val_idx.tolist(), store_digest(data.curated),
+             None if data.noisy is None else store_digest(data.noisy),
+             hashlib.sha256(np.ascontiguousarray(data.curated_targets).tobytes()).hexdigest(),
              None if init is None else file_digest(init),
              None if data.spl_targets is None else hashlib.sha256(data.spl_targets.tobytes()).hexdigest()]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()

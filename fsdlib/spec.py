@@ -109,18 +109,20 @@ class ModelSpec:
         self.augment_config()
 
     @classmethod
-    def from_params(cls, values: dict[str, Any], name: str) -> ModelSpec:
-        """The spec of params section `models.<name>`: YAML lists become tuples; errors start `models.<name>: `."""
+    def from_params(cls, values: dict[str, Any], name: str, where: str | None = None) -> ModelSpec:
+        """The spec of params section `models.<name>` (or the section `where`): YAML lists become tuples; errors
+        start with the section's name."""
+        where = where or f"models.{name}"
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise FsdError(f"models.{name}: unknown keys {unknown} (known: {sorted(known)})")
+            raise FsdError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
         try:
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
         except FsdError as exc:
-            raise FsdError(f"models.{name}: {exc}") from None
+            raise FsdError(f"{where}: {exc}") from None
         except TypeError as exc:  # a missing family, or a value of the wrong type
-            raise FsdError(f"models.{name}: {exc}") from None
+            raise FsdError(f"{where}: {exc}") from None
 
     def seed_for(self, *parts: Any) -> int:
         """A stable 63-bit seed from the spec's seed and `parts` (so each cycle's randomness is independent of resume)."""

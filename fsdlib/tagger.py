@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fsdlib.audio import AUDIO_SUFFIXES, float_to_int16, read_any, read_windows
 from fsdlib.ensemble import weighted_average
@@ -18,7 +18,11 @@ from fsdlib.features import LogMelConfig, LogMelExtractor
 from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import snapshot_paths
+from fsdlib.progress import progress_bar
 from fsdlib.spec import ModelSpec, check_choice
+
+if TYPE_CHECKING:  # pandas is imported when a DataFrame is asked for: `fsd tag` starts faster without it
+    import pandas as pd
 
 FORMATS = ("table", "csv", "json")
 
@@ -134,17 +138,29 @@ class Tagger:
     def predict(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(n_files, n_classes) ensemble probabilities of int16 waveforms at 44.1 kHz."""
         mels = self.extractor(waves) if any(m.spec.kind == "logmel" for m in self.members) else None
+        return self.predict_features(mels, waves)
+
+    def predict_features(self, mels: Sequence[np.ndarray] | None, waves: Sequence[np.ndarray],
+                         progress: str | None = None) -> np.ndarray:
+        """The same from features already made: power log-mels (as the feature stores hold them; None when no
+        member reads them) and int16 waveforms of the same clips; a progress bar over the snapshots when labelled."""
         preds = {}
-        for m in self.members:
-            clips = mels if m.spec.kind == "logmel" else list(waves)
-            total = sum(predict_clips(model, clips, m.spec.kind, m.spec.activation, m.pads, m.spec.pad_mode,
-                                      self.inference, self.device).astype(np.float64) for model in m.models)
-            preds[m.name] = total / len(m.models)
+        with progress_bar(progress or "", sum(len(m.models) for m in self.members), progress is not None) as advance:
+            for m in self.members:
+                clips = list(mels if m.spec.kind == "logmel" else waves)
+                total = np.zeros((len(clips), len(self.classes)))
+                for model in m.models:
+                    total += predict_clips(model, clips, m.spec.kind, m.spec.activation, m.pads, m.spec.pad_mode,
+                                           self.inference, self.device)
+                    advance()
+                preds[m.name] = total / len(m.models)
         return weighted_average(preds, {m.name: m.weight for m in self.members}).astype(np.float32)
 
     def scores(self, items: Sequence[str | Path | np.ndarray]) -> pd.DataFrame:
         """The ensemble's probability of every class (columns) for each item (rows): audio files of any supported
         format, or waveforms (int16, or float in [-1, 1]) at 44.1 kHz. A file that cannot be read is an error."""
+        import pandas as pd
+
         waves, names = [], []
         for i, item in enumerate(items):
             if isinstance(item, np.ndarray):

@@ -214,7 +214,7 @@ class FoldTraining:
         preds = predict_clips(self.model, [d.curated[int(i)] for i in d.val_idx], spec.kind, spec.activation, (0,),
                               spec.pad_mode, inference, self.device)
         self.oof.append(preds)
-        score = lwlrap(d.curated_targets[d.val_idx], preds)
+        score = lwlrap(d.val_truth, preds)
         log.info("%s fold %d cycle %d: validation lwlrap %.4f", self.name, self.fold, self.cycle, score)
         return score
 
@@ -223,7 +223,7 @@ class FoldTraining:
         d = self.data
         fnames = np.array([d.curated.fnames[int(i)] for i in d.val_idx])
         with atomic_path(out_dir / "oof.npz") as tmp, tmp.open("wb") as f:
-            np.savez(f, fnames=fnames, preds=np.stack(self.oof), targets=d.curated_targets[d.val_idx])
+            np.savez(f, fnames=fnames, preds=np.stack(self.oof), targets=d.val_truth)
         result = TrainResult([float(r["val/lwlrap"]) for r in self.history if "val/lwlrap" in r], out_dir)
         write_json(out_dir / "metrics.json", result.metrics)
         return result

@@ -20,6 +20,7 @@ COMMANDS = {
     "ensemble": "stages.ensemble:ensemble",
     "report": "stages.report:report",
     "export": "stages.export:export",
+    "distill": "stages.distill:distill",
     "tag": "stages.tag:tag",
     "import": "stages.import_data:import_data",
 }

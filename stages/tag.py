@@ -10,7 +10,6 @@ from fsdlib.atomic import write_text
 from fsdlib.errors import FsdError
 from fsdlib.tagger import expand_paths, load_tagger, render_tags
 from stages.common import PARAMS, load_params, stage
-from stages.tagging import trained_tagger
 
 
 class Format(StrEnum):
@@ -46,6 +45,8 @@ def tag(
                            "submitted one only")
         tagger = load_tagger(model, device)
     else:
+        from stages.tagging import trained_tagger  # the repository's stores and params: not needed with --model
+
         tagger = trained_tagger(load_params(params), weights.value, device, params)
     files = expand_paths(paths)
     if not files:

@@ -35,6 +35,7 @@ def tiny_params() -> dict:
         if spec.get("crops"):
             spec["crops"] = [16, 32]
     params["models"]["A"]["cycles"] = 2  # snapshots to choose among, for the teacher and the ensemble
+    params["distill"]["model"].update(TINY_RESNET)
     for name in ABLATIONS:  # Table 1's ablations of A: left out here, so their report rows print "not run"
         del params["models"][name], params["ensemble"]["weights"][name]
         params["stage_models"]["train"].remove(name)

@@ -1,0 +1,31 @@
+"""Stage `distill`: one fast network trained on the submitted ensemble's predictions, exported for `fsd tag`."""
+
+from pathlib import Path
+
+import typer
+
+from fsdlib.atomic import write_json
+from fsdlib.distill import distill as distill_network
+from fsdlib.distill import summary
+from fsdlib.export import load_ensemble
+from fsdlib.paths import PATHS
+from fsdlib.progress import print_table
+from fsdlib.spec import ModelSpec
+from fsdlib.tagger import Tagger
+from stages.common import PARAMS, load_params, section, stage
+
+
+@stage
+def distill(params: Path = typer.Option(PARAMS, help="params file"),
+            device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
+            progress: bool = typer.Option(True, help="show progress bars")) -> None:
+    """Train `distill.model` on the ensemble's predictions of `distill.subsets`; write data/tagger_distilled.pt and
+    metrics/distill.json."""
+    cfg = section(load_params(params), "distill", params)
+    spec = ModelSpec.from_params(section(cfg, "model", params), "distilled", "distill.model")
+    tagger = Tagger(load_ensemble(PATHS.tagger), device)
+    metrics = distill_network(tagger, spec, [str(s) for s in cfg["subsets"]], int(cfg["holdout_fold"]),
+                              device=device, progress=progress)
+    write_json(PATHS.metrics / "distill.json", metrics)
+    clips = ", ".join(f"{n} {subset}" for subset, n in metrics["clips"].items())
+    print_table(summary(metrics), f"distilled network vs the submitted ensemble (learnt from {clips} clips)")
