@@ -1,7 +1,8 @@
 """A fast single network distilled from the trained ensemble (beyond the paper, docs/method.md §13).
 
-The submitted ensemble (its exported file) predicts every clip the distilled network learns from: curated, noisy
-and, when asked, the test clips' audio (never their labels). One network of the settings in `distill.model` is
+The submitted ensemble (its exported file) predicts the clips the distilled network learns from: noisy clips and,
+when asked, the test clips' audio (never their labels); curated clips keep their labels, or take the ensemble's
+predictions too. One network of the settings in `distill.model` is
 trained on those soft predictions with the one training loop (fsdlib/train.py), one curated fold held out to
 score it against the true labels, and exported in the tagger file format with itself as the only member.
 """
@@ -22,12 +23,13 @@ from fsdlib.fold_data import curated_folds, open_subset
 from fsdlib.metrics import lwlrap
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import load_snapshot, snapshot_paths
-from fsdlib.spec import ModelSpec
+from fsdlib.spec import ModelSpec, check_choice
 from fsdlib.store import FeatureStore
 from fsdlib.tagger import Tagger
 from fsdlib.train import train_fold
 
 SUBSETS = ("curated", "noisy", "test")
+CURATED_TARGETS = ("labels", "ensemble")
 NAME = "distilled"
 
 
@@ -62,10 +64,12 @@ class DistillSet:
     counts: dict[str, int]
 
 
-def open_distill_set(tagger: Tagger, subsets: Sequence[str], paths: Paths = PATHS,
+def open_distill_set(tagger: Tagger, subsets: Sequence[str], curated_targets: str = "labels", paths: Paths = PATHS,
                      progress: bool = True) -> DistillSet:
-    """The subsets' stores (each kind the tagger or the distilled network may read) and the ensemble's predictions
-    of their clips."""
+    """The subsets' stores (each kind the tagger or the distilled network may read) and their targets: the
+    ensemble's predictions of their clips, or for curated clips their labels (`curated_targets`: labels or
+    ensemble)."""
+    check_choice("distill.curated_targets", curated_targets, CURATED_TARGETS)
     unknown = sorted(set(subsets) - set(SUBSETS))
     if unknown or "curated" not in subsets:
         raise FsdError(f"distill.subsets: expected curated and any of {list(SUBSETS[1:])}, got {list(subsets)}")
@@ -79,7 +83,9 @@ def open_distill_set(tagger: Tagger, subsets: Sequence[str], paths: Paths = PATH
     targets = []
     for subset in ordered:
         n = len(labels[subset].fnames)
-        if n:
+        if subset == "curated" and curated_targets == "labels":
+            targets.append(labels[subset].targets)
+        elif n:
             targets.append(tagger.predict_features([stores["logmel"][subset][i] for i in range(n)],
                                                    [stores["wave"][subset][i] for i in range(n)],
                                                    progress=f"ensemble predictions of {subset} clips" if progress
@@ -104,14 +110,14 @@ def distill_fold_data(data: DistillSet, kind: str, holdout_fold: int) -> FoldDat
                     np.flatnonzero(data.folds == holdout_fold), truth=data.truth)
 
 
-def distill(tagger: Tagger, spec: ModelSpec, subsets: Sequence[str], holdout_fold: int, paths: Paths = PATHS,
-            device: str = "auto", progress: bool = True) -> dict:
+def distill(tagger: Tagger, spec: ModelSpec, subsets: Sequence[str], holdout_fold: int,
+            curated_targets: str = "labels", paths: Paths = PATHS, device: str = "auto", progress: bool = True) -> dict:
     """Train the distilled network and export it to `paths.distilled_tagger`; return its scores beside the
     ensemble's (test lwlrap when the test labels are known, the held-out fold's lwlrap) and the files' sizes."""
     if spec.multitask or spec.spl or spec.init_from:
         raise FsdError("distill.model: the distilled network learns from the ensemble's predictions only "
                        "(multitask, spl and init_from must be off)")
-    data = open_distill_set(tagger, subsets, paths, progress)
+    data = open_distill_set(tagger, subsets, curated_targets, paths, progress)
     result = train_fold(spec, distill_fold_data(data, spec.kind, holdout_fold), len(tagger.classes), paths.distill,
                         paths.state / NAME, name=NAME, fold=holdout_fold, device=device, inference=tagger.inference,
                         progress=progress)

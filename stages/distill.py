@@ -25,7 +25,7 @@ def distill(params: Path = typer.Option(PARAMS, help="params file"),
     spec = ModelSpec.from_params(section(cfg, "model", params), "distilled", "distill.model")
     tagger = Tagger(load_ensemble(PATHS.tagger), device)
     metrics = distill_network(tagger, spec, [str(s) for s in cfg["subsets"]], int(cfg["holdout_fold"]),
-                              device=device, progress=progress)
+                              str(cfg.get("curated_targets", "labels")), device=device, progress=progress)
     write_json(PATHS.metrics / "distill.json", metrics)
     clips = ", ".join(f"{n} {subset}" for subset, n in metrics["clips"].items())
     print_table(summary(metrics), f"distilled network vs the submitted ensemble (learnt from {clips} clips)")

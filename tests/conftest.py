@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # before numpy and torch start their thread pools
+    # Workers share the cores: each gets its share of threads (and so do the stages it runs), so that no OpenMP
+    # pool spins waiting for cores another worker holds.
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from filelock import FileLock
 from pipeline import make_repo, repro
 
 from fsdlib.audio import SAMPLE_RATE
@@ -95,14 +106,52 @@ def tiny_root(tmp_path: Path) -> Path:
     return make_root(tmp_path / "root")
 
 
+def _shared_temp(factory: pytest.TempPathFactory) -> Path:
+    """The run's base temporary folder: under pytest-xdist the one above every worker's own."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def build_tiny_pipeline(shared: Path) -> Path:
+    """The tiny pipeline (tests/pipeline.py) under `shared`, built once: the first caller builds it while the others
+    wait on a file lock."""
+    path, built = shared / "tiny_pipeline" / "repo", shared / "tiny_pipeline" / "built"
+    with FileLock(str(shared / "tiny_pipeline.lock")):
+        if not built.exists():
+            shutil.rmtree(path.parent, ignore_errors=True)
+            ran = repro(make_repo(path))
+            assert "synth" in ran and "ensemble" in ran
+            built.touch()
+    return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the tiny pipeline run last, so that under pytest-xdist the other tests run while it is built."""
+    items.sort(key=lambda item: "tiny_pipeline" in getattr(item, "fixturenames", ()))
+    config.stash[NEEDS_PIPELINE] = any("tiny_pipeline" in getattr(item, "fixturenames", ()) for item in items)
+
+
+NEEDS_PIPELINE = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _build_tiny_pipeline_early(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Under pytest-xdist, worker gw0 starts building the tiny pipeline at once, in a thread (it waits on DVC's
+    processes), while the workers run the other tests; the fixture below then finds it built or waits for it."""
+    thread = None
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw0" and request.config.stash.get(NEEDS_PIPELINE, False):
+        thread = threading.Thread(target=build_tiny_pipeline, args=(_shared_temp(tmp_path_factory),), daemon=True)
+        thread.start()
+    yield
+    if thread is not None:
+        thread.join()
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pipeline (tests/pipeline.py), run once per session. Read it as it is; a test that changes
-    anything works on a `pipeline.copy_repo` of it."""
-    path = make_repo(tmp_path_factory.mktemp("tiny_pipeline") / "repo")
-    ran = repro(path)
-    assert "synth" in ran and "ensemble" in ran
-    return path
+    """The tiny pipeline, run once per test run and shared by the pytest-xdist workers. Read it as it is; a test
+    that changes anything works on a `pipeline.copy_repo` of it."""
+    return build_tiny_pipeline(_shared_temp(tmp_path_factory))
 
 
 def random_truth(rng: np.random.Generator, n: int = 300, c: int = 12) -> np.ndarray:

@@ -51,7 +51,8 @@ def test_targets_are_the_ensembles_predictions_in_clip_order(tiny_pipeline: Path
     """The test clips' targets are what the submitted ensemble scored them (submission.csv): the chained stores
     and the targets line up clip by clip."""
     paths = Paths(tiny_pipeline)
-    data = open_distill_set(load_tagger(paths.tagger, "cpu"), ["curated", "noisy", "test"], paths, progress=False)
+    data = open_distill_set(load_tagger(paths.tagger, "cpu"), ["curated", "noisy", "test"], "ensemble", paths,
+                            progress=False)
     submission = pd.read_csv(paths.submission).set_index("fname")
     n_test = data.counts["test"]
     test_names = data.clips["logmel"].fnames[-n_test:]
@@ -59,6 +60,14 @@ def test_targets_are_the_ensembles_predictions_in_clip_order(tiny_pipeline: Path
     assert data.clips["logmel"].fnames == data.clips["wave"].fnames
     assert sum(data.counts.values()) == len(data.targets) == len(data.clips["logmel"])
     assert (data.folds[data.counts["curated"]:] == -1).all()
+    labelled = open_distill_set(load_tagger(paths.tagger, "cpu"), ["curated", "noisy"], "labels", paths,
+                                progress=False)
+    n_cur = labelled.counts["curated"]
+    np.testing.assert_array_equal(labelled.targets[:n_cur], labelled.truth[:n_cur])
+    np.testing.assert_array_equal(labelled.targets[n_cur:], data.targets[n_cur:len(labelled.targets)])
+    assert not np.array_equal(data.targets[:n_cur], labelled.targets[:n_cur])
+    with pytest.raises(FsdError, match="distill.curated_targets"):
+        open_distill_set(load_tagger(paths.tagger, "cpu"), ["curated"], "soft", paths, progress=False)
 
 
 def test_the_stage_trains_without_the_held_out_fold_and_exports_one_network(tiny_pipeline: Path) -> None:
@@ -94,9 +103,9 @@ def test_the_test_labels_never_reach_the_distilled_network(tiny_pipeline: Path, 
                                   "multitask": False, "arch": {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16],
                                                                "hidden": 16}}, "distilled")
     tagger = Tagger(load_ensemble(paths.tagger), "cpu")
-    scrambled = distill(tagger, spec, ["curated", "noisy", "test"], 0, paths, "cpu", progress=False)
+    scrambled = distill(tagger, spec, ["curated", "noisy", "test"], 0, "labels", paths, "cpu", progress=False)
     original = pipeline_copy(tiny_pipeline, tmp_path / "original")
-    kept = distill(tagger, spec, ["curated", "noisy", "test"], 0, original, "cpu", progress=False)
+    kept = distill(tagger, spec, ["curated", "noisy", "test"], 0, "labels", original, "cpu", progress=False)
     assert scrambled["holdout"] == kept["holdout"]
     weights = [torch.load(p / "snapshot_1.pt", weights_only=True) for p in (paths.distill, original.distill)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -108,11 +117,11 @@ def test_settings_the_distilled_network_cannot_use_are_refused(tiny_pipeline: Pa
     tagger = Tagger(load_ensemble(paths.tagger), "cpu")
     spec = ModelSpec.from_params({"family": "resnet", "multitask": True}, "distilled")
     with pytest.raises(FsdError, match="multitask, spl and init_from must be off"):
-        distill(tagger, spec, ["curated"], 0, paths, "cpu", progress=False)
+        distill(tagger, spec, ["curated"], 0, "labels", paths, "cpu", progress=False)
     spec = ModelSpec.from_params({"family": "resnet", "multitask": False}, "distilled")
     with pytest.raises(FsdError, match="expected curated"):
-        distill(tagger, spec, ["noisy", "test"], 0, paths, "cpu", progress=False)
+        distill(tagger, spec, ["noisy", "test"], 0, "labels", paths, "cpu", progress=False)
     with pytest.raises(FsdError, match="fold 7 does not exist"):
-        distill(tagger, spec, ["curated"], 7, paths, "cpu", progress=False)
+        distill(tagger, spec, ["curated"], 7, "labels", paths, "cpu", progress=False)
     with pytest.raises(FsdError, match="distill.model: unknown keys"):
         ModelSpec.from_params({"family": "resnet", "layers": 3}, "distilled", "distill.model")
