@@ -3,7 +3,8 @@
 Memory is polled from /proc/<pid>/statm of the stage process and all its descendants (psutil) every `poll`
 seconds: RSS, and anonymous RSS = RSS minus file-backed and shared pages, i.e. without the page cache of the
 memory-mapped feature stores (clean pages the kernel can drop). `ru_maxrss` from wait4 is the kernel's exact
-high-water mark of total RSS (file pages included) of the largest single process of the tree.
+high-water mark of total RSS (file pages included) of the largest single process of the tree. CPU seconds (user +
+system, from wait4) depend less than wall time on what else runs on a shared machine.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Measured:
     """What one stage cost."""
 
     wall_s: float
+    cpu_s: float  # user + system seconds of the stage process and the children it waited for
     peak_anon: int  # bytes, polled sum over the process tree
     peak_rss: int  # bytes, polled sum over the process tree (mapped file pages included)
     maxrss: int  # bytes, wait4's ru_maxrss: the kernel's high-water mark of the largest process
@@ -78,5 +80,5 @@ def run_measured(cmd: list[str], cwd: Path, log: Path, measured_dir: Path, poll:
             time.sleep(poll)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(wall, peak_anon, peak_rss, usage.ru_maxrss * 1024, tree_bytes(measured_dir) - before,
-                    proc.returncode)
+    return Measured(wall, usage.ru_utime + usage.ru_stime, peak_anon, peak_rss, usage.ru_maxrss * 1024,
+                    tree_bytes(measured_dir) - before, proc.returncode)
