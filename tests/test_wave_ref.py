@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import accepted_wavs
+import yaml
+from conftest import accepted_wavs, make_root
+from pipeline import REPO, run
 
 from fsdlib.audio import load_wav, pcm16_data
+from fsdlib.dataset import read_dataset
 from fsdlib.errors import FsdError
 from fsdlib.features import LogMelConfig, build_feature_store
 from fsdlib.store import FeatureStore, StoreWriter
@@ -139,3 +142,21 @@ def test_writer_rejects_references_in_a_copied_store(tmp_path: Path) -> None:
         writer.write(["a.wav"], [np.zeros(3, np.int16)], [None])
     with pytest.raises(FsdError, match="wave_store"):
         build_feature_store([], tmp_path / "y", CFG, progress=False, wave_store="link")
+
+
+def test_the_features_stage_reads_wave_store_from_params(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "data" / "root")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["root"] = "data/root"  # relative: recorded relative to data/features
+    params["features"]["wave_store"] = "reference"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["fsd", "features"], tmp_path)
+    store = FeatureStore.open(tmp_path / "data" / "features" / "noisy.wave.arrow", kind="wave")
+    assert store.metadata["layout"] == "reference"
+    for i, path in enumerate(read_dataset(root).noisy.paths()):
+        assert mapped(store[i], path)
+        np.testing.assert_array_equal(store[i], load_wav(path))
+    params["features"]["wave_store"] = "hardlink"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run(["fsd", "features"], tmp_path, check=False)
+    assert proc.returncode == 1 and "features.wave_store must be copy or reference" in proc.stderr
