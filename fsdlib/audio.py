@@ -41,6 +41,28 @@ def _check_riff(path: Path) -> None:
         raise FsdError("WAV has no data chunk", path)
 
 
+def pcm16_data(path: str | Path) -> tuple[int, int] | None:
+    """(byte offset, sample count) of the samples of a 16-bit mono 44.1 kHz PCM WAV: exactly what `load_wav` returns,
+    stored where a memory map can read them in place; None for every other file (the pipeline converts those)."""
+    with Path(path).open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = Path(path).stat().st_size
+        fmt, pos = None, 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"fmt " and chunk_size >= 16:
+                fmt = struct.unpack("<HHIIHH", f.read(16))  # tag, channels, rate, byte rate, block align, bits
+            elif chunk_id == b"data":
+                canonical = fmt is not None and fmt[:3] == (1, 1, SAMPLE_RATE) and fmt[4:] == (2, 16)
+                fits = pos + 8 + chunk_size <= size and (pos + 8) % 2 == 0
+                return (pos + 8, chunk_size // 2) if canonical and fits and chunk_size >= 2 else None
+            pos += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
 def load_wav(path: str | Path) -> np.ndarray:
     """Read a WAV as mono int16 at 44.1 kHz; downmix and resample other formats with a logged warning.
 

@@ -24,9 +24,11 @@ import torch
 from fsdlib.audio import SAMPLE_RATE, load_wav
 from fsdlib.errors import FsdError
 from fsdlib.progress import progress_bar
-from fsdlib.store import StoreWriter
+from fsdlib.store import LAYOUTS, StoreWriter
+from fsdlib.wave_ref import WaveRef, wave_ref
 
 _INT16_POWER_SCALE = 2.0**-30  # (1 / 32768) ** 2: int16 samples are transformed unscaled, exactly
+STAGE_KEYS = ("batch_seconds", "wave_store")  # keys of the `features` params section that are not log-mel settings
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,12 @@ class LogMelConfig:
 
     @classmethod
     def from_params(cls, values: dict) -> LogMelConfig:
-        """The log-mel settings of the `features` params section (its `batch_seconds` belongs to the stage)."""
+        """The log-mel settings of the `features` params section (its `batch_seconds` and `wave_store` belong to the
+        stage)."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - {"batch_seconds"})
+        unknown = sorted(set(values) - known - set(STAGE_KEYS))
         if unknown:
-            raise FsdError(f"features: unknown keys {unknown} (known: {sorted(known)}, batch_seconds)")
+            raise FsdError(f"features: unknown keys {unknown} (known: {sorted(known)}, {', '.join(STAGE_KEYS)})")
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
@@ -175,21 +178,27 @@ class LogMelExtractor:
                       outs[i][f0:f1])
 
 
-def _read_batches(items: Sequence[tuple[str, Path]], batch_samples: int) -> Iterator[tuple[list[str], list[np.ndarray]]]:
-    """Clips in input order, in batches closed as soon as they hold `batch_samples` samples."""
+Read = tuple[list[str], list[np.ndarray], list[WaveRef | None]]
+
+
+def _read_batches(items: Sequence[tuple[str, Path]], batch_samples: int, refer: bool) -> Iterator[Read]:
+    """Clips in input order, in batches closed as soon as they hold `batch_samples` samples; with `refer`, each
+    clip's reference when its WAV can be read in place (None when it needed converting)."""
     fnames: list[str] = []
     waves: list[np.ndarray] = []
+    refs: list[WaveRef | None] = []
     size = 0
     for fname, path in items:
         wave = load_wav(path)
         fnames.append(fname)
         waves.append(wave)
+        refs.append(wave_ref(path, len(wave)) if refer else None)
         size += len(wave)
         if size >= batch_samples:
-            yield fnames, waves
-            fnames, waves, size = [], [], 0
+            yield fnames, waves, refs
+            fnames, waves, refs, size = [], [], [], 0
     if fnames:
-        yield fnames, waves
+        yield fnames, waves, refs
 
 
 def _prefetched(batches: Iterator, depth: int = 1) -> Iterator:
@@ -234,13 +243,17 @@ def _prefetched(batches: Iterator, depth: int = 1) -> Iterator:
 
 
 def build_feature_store(items: Sequence[tuple[str, Path]], out_prefix: Path, cfg: LogMelConfig,
-                        batch_seconds: float = 60.0, progress: bool = True) -> None:
+                        batch_seconds: float = 60.0, progress: bool = True, wave_store: str = "copy") -> None:
     """Write `{out_prefix}.logmel.arrow` (power mel) and `{out_prefix}.wave.arrow` (int16) for `items`, in order.
 
     Streams in batches of about `batch_seconds` of audio: one batch is read ahead and the previous one written
     in background threads while the current one is transformed, so memory stays bounded whatever the size.
+    `wave_store` "copy" copies every clip's samples into the waveform store; "reference" records where the samples
+    of each 16-bit mono 44.1 kHz WAV lie (read in place later) and copies only the clips that needed converting.
     """
     out_prefix = Path(out_prefix)
+    if wave_store not in LAYOUTS:
+        raise FsdError(f"features.wave_store must be {' or '.join(LAYOUTS)}, got {wave_store!r}")
     if cfg.sample_rate != SAMPLE_RATE:
         raise FsdError(f"log-mel sample_rate is {cfg.sample_rate} Hz but clips are read at {SAMPLE_RATE} Hz")
     repeated = [name for name, count in Counter(fname for fname, _ in items).items() if count > 1]
@@ -252,20 +265,20 @@ def build_feature_store(items: Sequence[tuple[str, Path]], out_prefix: Path, cfg
     wave_path = out_prefix.parent / f"{out_prefix.name}.wave.arrow"
     batch_samples = max(1, int(batch_seconds * SAMPLE_RATE))
     with (StoreWriter(logmel_path, "logmel", np.float32, cfg.n_mels, meta) as logmel_store,
-          StoreWriter(wave_path, "wave", np.int16, 1, meta) as wave_store,
+          StoreWriter(wave_path, "wave", np.int16, 1, meta, layout=wave_store) as waves_out,
           progress_bar(f"features {out_prefix.name}", len(items), enabled=progress) as advance,
           ThreadPoolExecutor(1, thread_name_prefix="fsdlib-write") as writer):
 
-        def write(fnames: list[str], waves: list[np.ndarray], mels: list[np.ndarray]) -> None:
+        def write(fnames: list[str], waves: list[np.ndarray], refs: list[WaveRef | None], mels: list[np.ndarray]) -> None:
             logmel_store.write(fnames, mels)
-            wave_store.write(fnames, waves)
+            waves_out.write(fnames, waves, refs if wave_store == "reference" else None)
             advance(len(fnames))
 
         pending = None
-        for fnames, waves in _prefetched(_read_batches(items, batch_samples)):
+        for fnames, waves, refs in _prefetched(_read_batches(items, batch_samples, wave_store == "reference")):
             mels = extractor(waves)
             if pending is not None:
                 pending.result()  # one batch in writing, one computed, one read ahead: bounded memory
-            pending = writer.submit(write, fnames, waves, mels)
+            pending = writer.submit(write, fnames, waves, refs, mels)
         if pending is not None:
             pending.result()

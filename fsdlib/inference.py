@@ -7,7 +7,7 @@ batch size and padded elements; padding TTA averages predictions over a list of 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 from fsdlib.augment import DB_FLOOR_POWER, DB_RANGE, logmel_to_input
 from fsdlib.device import autocast, resolve_device, to_device
 from fsdlib.errors import FsdError
+from fsdlib.heap import trim_above
 from fsdlib.models.heads import TaggingModel
 from fsdlib.spec import check_pad_mode
 
@@ -29,6 +30,13 @@ class InferenceConfig:
     tolerance: float = 0.2
     max_batch: int = 64
     max_elements: int = 32_000_000  # cap on batch × padded length × inner size (memory bound)
+    # Waveform batches: cap on batch × padded samples. An EnvNet-v2 needs ~100 (demo width) to ~200 bytes (paper
+    # width) per input sample at inference, so 32 M samples took 6.8 GiB; 4 M (three 30 s clips) stays under 1 GiB
+    # (benchmarks/bench_scale.py), and batches of long clips gain nothing on the CPU (benchmarks/README.md).
+    max_samples: int = 4_000_000
+    # Anonymous memory a process may keep after a batch; above it, freed memory goes back to the system. Without
+    # it the teacher held 4.9 GiB after the noisy clips of a quarter of FSDKaggle2019, growing with the dataset.
+    max_heap: int = 2 << 30
 
 
 def length_groups(lengths: Sequence[int], cfg: InferenceConfig, inner: int = 1) -> list[np.ndarray]:
@@ -110,17 +118,24 @@ def predict_clips(
     device = resolve_device(device) if isinstance(device, str) else device
     model = model.for_inference().to(device)  # a folded, channels-last copy on the device (made once: fusion.py)
     inner = clips[0].shape[1] if kind == "logmel" else 1
+    if kind != "logmel":
+        cfg = replace(cfg, max_elements=min(cfg.max_elements, cfg.max_samples))
     lengths = [len(c) + 2 * max(pads) for c in clips]
     total: np.ndarray | None = None
     for pad in pads:
         preds: np.ndarray | None = None
-        for idx in length_groups(lengths, cfg, inner):
+        # Longest group first: later batches fit in the memory the earlier ones freed. Shortest first, with the
+        # stages' glibc settings (keep freed memory, stages/common.py), the heap grew with the number of clips
+        # (demo ResNet: 1.1 GB after 200 clips, 2.3 GB after 800; longest first 1.1 and 1.2), and `max_heap`
+        # bounds what growth is left (README, Full FSDKaggle2019).
+        for idx in reversed(length_groups(lengths, cfg, inner)):
             x = to_device(_batch(clips, idx, kind, pad, pad_mode), device, channels_last=True)
             with autocast(device):
                 p = model.predict(x, activation).float().cpu().numpy()
             if preds is None:
                 preds = np.empty((len(clips), p.shape[1]), dtype=np.float64)
             preds[idx] = p
+            trim_above(cfg.max_heap)
         total = preds if total is None else total + preds
     out = (total / len(pads)).astype(np.float32)
     if not np.all(np.isfinite(out)):

@@ -17,9 +17,10 @@ def features(params: Path = typer.Option(PARAMS, help="params file"), out: Path 
     p = load_params(params)
     cfg = LogMelConfig.from_params(section(p, "features", params))
     batch_seconds = section(p, "features", params).get("batch_seconds", 60.0)
+    wave_store = section(p, "features", params).get("wave_store", "copy")  # docs/method.md §2
     dataset = read_dataset(section(p, "data", params)["root"])
     with atomic_dir(out) as tmp:
         for subset in dataset.subsets():
             items = list(zip(subset.fnames, subset.paths(), strict=True))
-            build_feature_store(items, tmp / subset.name, cfg, batch_seconds=batch_seconds)
+            build_feature_store(items, tmp / subset.name, cfg, batch_seconds=batch_seconds, wave_store=wave_store)
         label_table(dataset).to_parquet(tmp / "labels.parquet", index=False)

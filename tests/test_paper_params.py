@@ -67,7 +67,8 @@ def test_paper_ensemble_features_and_folds() -> None:
                                             "A_crops": 0, "pre": 0, **{m: 0 for m in ABLATIONS}}
     assert PAPER["folds"]["n_folds"] == 5 and PAPER["folds"]["ids"] == [0, 1, 2, 3, 4]
     assert PAPER["features"] == {"sample_rate": 44100, "n_mels": 128, "n_fft": 2560, "hop_length": 347,
-                                 "fmin": 20.0, "fmax": 22050.0, "batch_seconds": 60.0}
+                                 "fmin": 20.0, "fmax": 22050.0, "batch_seconds": 60.0,
+                                 "wave_store": "reference"}
     assert PAPER["spl"] == {"teacher": "A", "temperature": 2.0, "select": "fixed"}
     assert PAPER["ensemble"]["submit"] == "fixed" and PAPER["ensemble"]["select"] == "fixed"
 
