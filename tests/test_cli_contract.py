@@ -30,11 +30,16 @@ failing(sys.argv[1])
 """
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a shell delivers it: a pytest-xdist worker ignores SIGINT, and a child would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _python(tmp_path: Path, *args: str) -> subprocess.Popen:
     script = tmp_path / "stage.py"
     script.write_text(STAGE)
     return subprocess.Popen([sys.executable, str(script), *args], cwd=REPO, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def test_stage_error_is_one_line_and_exit_1(tmp_path: Path) -> None:
