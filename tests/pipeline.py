@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -87,3 +88,13 @@ def repro(cwd: Path, *args: str) -> list[str]:
     """`dvc repro` and the names of the stages it ran."""
     proc = run(["dvc", "repro", *args], cwd)
     return re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)
+
+
+def tagger_digest(repo: Path) -> str:
+    """sha256 of the exported ensemble (data/tagger.pt), which the distill stage learns from."""
+    return hashlib.sha256((repo / "data" / "tagger.pt").read_bytes()).hexdigest()
+
+
+def with_distill(repo: Path, before: str, stages: list[str]) -> list[str]:
+    """`stages`, sorted, with the distill stage when the exported ensemble it learns from has changed."""
+    return sorted([*stages, "distill"] if tagger_digest(repo) != before else stages)

@@ -1,9 +1,6 @@
 """End to end: the real DVC pipeline on a tiny generated dataset, in a temporary copy of the repository."""
 
-import hashlib
 import json
-import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ACCEPTED, accepted_wavs, refused_wavs
-from pipeline import copy_repo, make_repo, repro, run
+from pipeline import copy_repo, make_repo, repro, run, tagger_digest, with_distill
 
 from fsdlib.paths import Paths
 
@@ -94,15 +91,6 @@ def _set(repo: Path, key: str, value) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def tagger_digest(repo: Path) -> str:
-    return hashlib.sha256(Paths(repo).tagger.read_bytes()).hexdigest()
-
-
-def with_distill(repo: Path, before: str, stages: list[str]) -> list[str]:
-    """`stages`, sorted, with the distill stage when the exported ensemble it learns from has changed."""
-    return sorted([*stages, "distill"] if tagger_digest(repo) != before else stages)
-
-
 def test_model_param_reruns_only_that_model(repo: Path) -> None:
     """Only C's stages and those reading every model rerun; in the paper tables only the rows with C change."""
     tables = repo / "metrics" / "paper_tables.json"
@@ -156,57 +144,3 @@ def test_tag_hostile_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_
         assert f"{name}: " in proc.stderr
     assert "Traceback" not in proc.stderr and "downmixed 6 channels" in proc.stderr
     assert len(ACCEPTED) + 1 == len(accepted)
-
-
-def _train_stage(repo: Path, model: str) -> str:
-    """The dvc.yaml train stage group that trains `model` (train, train_from_pre or train_student)."""
-    groups = yaml.safe_load((repo / "params.yaml").read_text())["stage_models"]
-    return next(group for group, models in groups.items() if group != "predict" and model in models)
-
-
-def test_experiment_runs_only_dependent_stages(repo: Path) -> None:
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "baseline"], repo)
-    exported = tagger_digest(repo)
-    proc = run(["dvc", "exp", "run", "-S", "models.F.lr_max=0.05"], repo)
-    ran = sorted(set(re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)))
-    train_f = _train_stage(repo, "F")
-    assert ran == with_distill(repo, exported, ["ensemble", "export", "predict@F", "report", f"{train_f}@F-0",
-                                                f"{train_f}@F-1"])
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    assert "metrics/metrics.json" in json.dumps(shown) and "ensemble_fixed" in json.dumps(shown)
-    assert "models.F.lr_max" in run(["dvc", "params", "diff"], repo).stdout
-    diff = run(["dvc", "metrics", "diff", "--all"], repo).stdout
-    assert "metrics/metrics.json" in diff and "cv.F" in diff and "cv.ensemble_fixed" in diff
-
-
-def test_queued_experiments_run_two_at_a_time_and_plots_diff_renders(repo: Path, tmp_path: Path) -> None:
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "baseline for the queue"], repo)
-    for lr in ("0.02", "0.03"):
-        assert "Queued experiment" in run(["dvc", "exp", "run", "--queue", "-S", f"models.F.lr_max={lr}"], repo).stdout
-    run(["dvc", "queue", "start", "-j", "2"], repo)
-    deadline = time.monotonic() + 900
-    while True:
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(3)
-    run(["dvc", "queue", "stop"], repo, check=False)
-    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
-    logs = "".join(run(["dvc", "queue", "logs", task], repo, check=False).stdout for task in failed)
-    assert not failed and status.count("Success") == 2, status + logs
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    runs = [exp for entry in shown for exp in (entry.get("experiments") or [])]
-    lrs = set()
-    for exp in runs:
-        for rev in exp.get("revs", []):
-            data = rev.get("data") or {}
-            lrs.add(data.get("params", {}).get("params.yaml", {}).get("data", {})["models"]["F"]["lr_max"])
-            assert "cv" in data.get("metrics", {}).get("metrics/metrics.json", {}).get("data", {}), rev
-    assert {0.02, 0.03} <= lrs, lrs
-    out = tmp_path / "plots"
-    run(["dvc", "plots", "diff", "HEAD~1", "-o", str(out)], repo)
-    page = (out / "index.html").read_text()
-    assert "cv_per_model.png" in page and "per_class_cv.csv" in page
