@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 
@@ -98,3 +100,12 @@ def tagger_digest(repo: Path) -> str:
 def with_distill(repo: Path, before: str, stages: list[str]) -> list[str]:
     """`stages`, sorted, with the distill stage when the exported ensemble it learns from has changed."""
     return sorted([*stages, "distill"] if tagger_digest(repo) != before else stages)
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of scripts/ (e.g. "make_field_dataset") imported as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

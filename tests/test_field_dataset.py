@@ -4,32 +4,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import soundfile as sf
+from pipeline import load_script
 
 from fsdlib.audio import load_wav
 from fsdlib.dataset import read_dataset
 from fsdlib.vocabulary import CLASSES_80
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_field_dataset.py"
 SCALE = 0.1
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_field_dataset", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-field = _load_script()
+field = load_script("make_field_dataset")
 
 
 @pytest.fixture(scope="module")

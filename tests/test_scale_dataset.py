@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
+from pipeline import load_script
 
 from fsdlib.audio import load_wav, pcm16_data
 from fsdlib.dataset import read_dataset
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_scale_dataset.py"
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_scale_dataset", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-scale = _load_script()
+scale = load_script("make_scale_dataset")
 
 
 def test_full_size_plan_has_the_real_counts_and_hours() -> None:
