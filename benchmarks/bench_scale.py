@@ -55,6 +55,8 @@ def bench_params(data_root: Path, wave_store: str) -> dict:
     params["data"]["root"] = str(data_root)
     params["features"]["wave_store"] = wave_store
     params["folds"]["ids"] = [0]
+    # the paper's inference caps: the demo's max_samples keeps the batches its committed metrics were made with
+    params["inference"] = yaml.safe_load((ROOT / "params" / "paper.yaml").read_text())["inference"]
     models = params["models"]
     params["models"] = {"A": {**models["A"], **SHORT},
                         "pre": {**models["pre"], **SHORT, "tta_pads": models["D"]["tta_pads"]}}

@@ -38,7 +38,7 @@ from stages.tagging import trained_tagger
 
 def previous_predict(tagger: Tagger, members: list, waves: list[np.ndarray]) -> np.ndarray:
     """The tagger before models were loaded once: every snapshot file loaded again for this batch of files."""
-    mels = tagger.extractor(waves)
+    mels = [tagger.mel(w) for w in waves]
     preds = {m.name: predict_snapshots(m.spec, len(tagger.classes), m.snapshots, mels if m.spec.kind == "logmel"
                                        else waves, m.pads, tagger.inference, "cpu") for m in members}
     return weighted_average(preds, {m.name: m.weight for m in members}).astype(np.float32)

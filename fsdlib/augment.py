@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from fsdlib.clip_input import DB_FLOOR_POWER, DB_RANGE, STD_EPS
 from fsdlib.errors import FsdError
 from fsdlib.spec import check_choice, check_pad_mode
 
@@ -22,9 +23,6 @@ WaveOrder = Literal["crop_first", "authors"]
 MixupMode = Literal["linear", "bc"]
 WAVE_ORDERS = ("crop_first", "authors")
 MIXUP_MODES = ("linear", "bc")
-DB_FLOOR_POWER = 1e-10
-DB_RANGE = 80.0
-STD_EPS = 1e-7
 # BC learning's clip gain (Tokozume et al.; the authors' utils.compute_gain at 44.1 kHz): the mean power of
 # 4096-sample windows every 2048 samples of the [-1, 1) waveform, in dB, floored at -80 dB, maximised over windows.
 # (The authors apply it to int16 values, which moves the floor 90 dB lower: only near-silent clips differ.)

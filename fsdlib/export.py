@@ -2,8 +2,9 @@
 
 The file is a `torch.save` of plain data only (strings, numbers, lists, dicts, tensors), so it loads with
 `torch.load(weights_only=True)`, which runs no pickled code: the class names, the log-mel and inference settings,
-and per member its settings (a ModelSpec as a dict), ensemble weight, TTA pads and the inference-ready weights of
-every snapshot (batch norms folded into their convolutions, fsdlib/models/fusion.py).
+the mel filter bank, and per member its settings (a ModelSpec as a dict), ensemble weight, TTA pads and the
+inference-ready weights of every snapshot (batch norms folded into their convolutions, fsdlib/models/fusion.py).
+fsdlib/ptfile.py reads the same file without torch for the numpy engine (fsdlib/lite.py).
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fsdlib.atomic import atomic_path
 from fsdlib.errors import FsdError
-from fsdlib.features import LogMelConfig
 from fsdlib.inference import InferenceConfig
+from fsdlib.logmel import LogMelConfig, mel_basis
 from fsdlib.models import TaggingModel
 from fsdlib.models.fusion import fold_batch_norms, mark_inference_ready
 from fsdlib.spec import ModelSpec
-
-FORMAT = "fsdlib-tagger"
-VERSION = 1
+from fsdlib.tags import TAGGER_FORMAT, TAGGER_VERSION, check_tagger_file
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class LoadedEnsemble:
     logmel: LogMelConfig
     inference: InferenceConfig
     members: tuple[LoadedMember, ...]
+    mel_basis: np.ndarray | None = None  # the mel filter bank (n_mels, bins); None: computed from `logmel`
 
 
 def _plain(value: Any) -> Any:
@@ -82,9 +83,11 @@ def export_ensemble(path: Path, ensemble: LoadedEnsemble) -> int:
             states.append({k: v.detach().cpu().contiguous() for k, v in folded.state_dict().items()})
         members.append({"name": m.name, "spec": spec_to_dict(m.spec), "weight": float(m.weight),
                         "pads": [int(p) for p in m.pads], "snapshots": states})
-    payload = {"format": FORMAT, "version": VERSION, "classes": list(ensemble.classes),
+    payload = {"format": TAGGER_FORMAT, "version": TAGGER_VERSION, "classes": list(ensemble.classes),
                "logmel": _plain(asdict(ensemble.logmel)), "inference": _plain(asdict(ensemble.inference)),
-               "members": members}
+               "members": members,
+               "mel_basis": torch.from_numpy(mel_basis(ensemble.logmel) if ensemble.mel_basis is None
+                                             else ensemble.mel_basis)}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path.stat().st_size
@@ -99,16 +102,13 @@ def load_ensemble(path: str | Path) -> LoadedEnsemble:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged file or one holding code: torch raises several types
         raise FsdError(f"not a loadable tagger file ({' '.join(str(exc).split())[:200]})", path) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise FsdError(f"not an fsdlib tagger file (no format {FORMAT!r})", path)
-    if payload.get("version") != VERSION:
-        raise FsdError(f"tagger file format version {payload.get('version')} (this fsdlib reads version {VERSION}: "
-                       "export it again with this version)", path)
+    check_tagger_file(payload, path)
     try:
         classes = tuple(payload["classes"])
         members = tuple(_member(m, len(classes)) for m in payload["members"])
+        basis = payload.get("mel_basis")  # absent from files exported before it was stored
         return LoadedEnsemble(classes, LogMelConfig(**payload["logmel"]), InferenceConfig(**payload["inference"]),
-                              members)
+                              members, None if basis is None else basis.numpy())
     except (KeyError, TypeError, RuntimeError, FsdError) as exc:
         raise FsdError(f"damaged tagger file ({' '.join(str(exc).split())[:200]})", path) from None
 

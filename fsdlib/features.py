@@ -14,7 +14,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numba
@@ -23,34 +22,12 @@ import torch
 
 from fsdlib.audio import SAMPLE_RATE, load_wav
 from fsdlib.errors import FsdError
+from fsdlib.logmel import LogMelConfig, mel_basis
 from fsdlib.progress import progress_bar
 from fsdlib.store import LAYOUTS, StoreWriter
 from fsdlib.wave_ref import WaveRef, wave_ref
 
 _INT16_POWER_SCALE = 2.0**-30  # (1 / 32768) ** 2: int16 samples are transformed unscaled, exactly
-STAGE_KEYS = ("batch_seconds", "wave_store")  # keys of the `features` params section that are not log-mel settings
-
-
-@dataclass(frozen=True)
-class LogMelConfig:
-    """Log-mel settings (docs/method.md §2): librosa's melspectrogram with these arguments, centred, zero-padded."""
-
-    sample_rate: int = 44100
-    n_mels: int = 128
-    n_fft: int = 2560
-    hop_length: int = 347
-    fmin: float = 20.0
-    fmax: float = 22050.0
-
-    @classmethod
-    def from_params(cls, values: dict) -> LogMelConfig:
-        """The log-mel settings of the `features` params section (its `batch_seconds` and `wave_store` belong to the
-        stage)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - set(STAGE_KEYS))
-        if unknown:
-            raise FsdError(f"features: unknown keys {unknown} (known: {sorted(known)}, {', '.join(STAGE_KEYS)})")
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 @numba.njit(nogil=True, cache=True)
@@ -105,15 +82,12 @@ class LogMelExtractor:
     """
 
     def __init__(self, cfg: LogMelConfig, chunk_frames: int = 128, threads: int | None = None) -> None:
-        import librosa
-
         self.cfg = cfg
         self.chunk_frames = chunk_frames
         self.threads = threads or torch.get_num_threads()
         if cfg.n_fft % 2:
             raise ValueError("n_fft must be even (periodic Hann in the frequency domain)")
-        basis = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
-                                    fmax=cfg.fmax, htk=False, norm="slaney", dtype=np.float64)
+        basis = mel_basis(cfg)
         starts, stops = np.zeros(cfg.n_mels, np.int64), np.zeros(cfg.n_mels, np.int64)
         for m, row in enumerate(basis):
             nonzero = np.flatnonzero(row)

@@ -13,12 +13,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from fsdlib.augment import DB_FLOOR_POWER, DB_RANGE, logmel_to_input
+from fsdlib.augment import logmel_to_input
+from fsdlib.clip_input import pad_clip, silence_floor
 from fsdlib.device import autocast, resolve_device, to_device
 from fsdlib.errors import FsdError
 from fsdlib.heap import trim_above
 from fsdlib.models.heads import TaggingModel
-from fsdlib.spec import check_pad_mode
 
 Kind = Literal["logmel", "wave"]
 
@@ -61,17 +61,6 @@ def length_groups(lengths: Sequence[int], cfg: InferenceConfig, inner: int = 1) 
     return groups
 
 
-def pad_clip(clip: np.ndarray, pad: int, mode: str, fill: float) -> np.ndarray:
-    """Pad both ends of the time axis (axis 0) by `pad`: with `fill`, or with copies of the clip (loop)."""
-    check_pad_mode(mode)
-    if pad <= 0:
-        return clip
-    widths = [(pad, pad)] + [(0, 0)] * (clip.ndim - 1)
-    if mode == "loop" and len(clip) > 0:
-        return np.pad(clip, widths, mode="wrap")
-    return np.pad(clip, widths, mode="constant", constant_values=fill)
-
-
 def _batch(clips: list[np.ndarray], idx: np.ndarray, kind: Kind, pad: int, pad_mode: str) -> torch.Tensor:
     """Stack the clips of one group, each padded for TTA, then to the group's longest with silence.
 
@@ -79,10 +68,7 @@ def _batch(clips: list[np.ndarray], idx: np.ndarray, kind: Kind, pad: int, pad_m
     conversion; the group padding after them takes each clip's quietest input value (0 for a silent clip).
     """
     if kind == "logmel":
-        padded = []
-        for i in idx:
-            floor = float(clips[i].max(initial=0.0)) * 10.0 ** (-DB_RANGE / 10.0)
-            padded.append(pad_clip(clips[i], pad, pad_mode, max(floor, DB_FLOOR_POWER)))
+        padded = [pad_clip(clips[i], pad, pad_mode, silence_floor(clips[i])) for i in idx]
         lengths = torch.tensor([len(p) for p in padded])
         power = torch.zeros((len(padded), padded[0].shape[1], int(lengths.max())))
         for row, p in enumerate(padded):

@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from fsdlib.errors import FsdError
 
 if TYPE_CHECKING:
@@ -154,6 +152,8 @@ class ModelSpec:
 
     def build(self, n_classes: int) -> TaggingModel:
         """The network in channels-last memory, the layout oneDNN and cuDNN run fastest."""
+        import torch  # late: the tagger's numpy engine reads specs without torch (fsdlib/lite.py)
+
         from fsdlib.models import build_model  # late: the models may use this module's validators
 
         model = build_model(self.family, n_classes, self.multitask, **dict(self.arch))

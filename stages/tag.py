@@ -8,7 +8,7 @@ import typer
 
 from fsdlib.atomic import write_text
 from fsdlib.errors import FsdError
-from fsdlib.tagger import expand_paths, load_tagger, render_tags
+from fsdlib.tags import expand_paths, render_tags
 from stages.common import PARAMS, load_params, stage
 
 
@@ -16,6 +16,12 @@ class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
+
+
+class Engine(StrEnum):
+    auto = "auto"
+    numpy = "numpy"
+    torch = "torch"
 
 
 class Weights(StrEnum):
@@ -35,6 +41,8 @@ def tag(
                                       "the trained ensemble of the repository in the current folder"),
     params: Path = typer.Option(PARAMS, help="params file (without --model)"),
     device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
+    engine: Engine = typer.Option(Engine.auto, help="with --model: numpy (no torch, starts fast; ResNets on log-mels), "
+                                  "torch, or auto (numpy for a file of one network, e.g. the distilled one, on the CPU)"),
     segment: float | None = typer.Option(None, min=0.05, help="tag windows of this many seconds (timestamps)"),
     hop: float | None = typer.Option(None, min=0.05, help="seconds between window starts (default: --segment)"),
 ) -> None:
@@ -43,8 +51,12 @@ def tag(
         if weights != Weights.submitted:
             raise FsdError("--weights chooses among the repository's ensembles; an exported file (--model) holds the "
                            "submitted one only")
-        tagger = load_tagger(model, device)
+        from fsdlib.lite import open_tagger_file
+
+        tagger = open_tagger_file(model, engine.value, device)
     else:
+        if engine == Engine.numpy:
+            raise FsdError("--engine numpy runs an exported file (--model)")
         from stages.tagging import trained_tagger  # the repository's stores and params: not needed with --model
 
         tagger = trained_tagger(load_params(params), weights.value, device, params)

@@ -1,0 +1,80 @@
+"""Log-mel settings, the mel filter bank and a numpy mel spectrogram: no torch, numba or librosa on import.
+
+The feature stores are computed by the fused, threaded kernel of fsdlib/features.py; tagging computes the same
+power mel spectrogram here with numpy (the periodic Hann window applied to each frame, then the power spectrum
+through the filter bank), so a tagging process imports neither torch's FFT nor numba nor librosa (docs/method.md
+§2). tests/test_logmel.py holds both to librosa's `melspectrogram`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from fsdlib.errors import FsdError
+
+STAGE_KEYS = ("batch_seconds", "wave_store")  # keys of the `features` params section that are not log-mel settings
+INT16_SCALE = 1.0 / 32768.0
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Log-mel settings (docs/method.md §2): librosa's melspectrogram with these arguments, centred, zero-padded."""
+
+    sample_rate: int = 44100
+    n_mels: int = 128
+    n_fft: int = 2560
+    hop_length: int = 347
+    fmin: float = 20.0
+    fmax: float = 22050.0
+
+    @classmethod
+    def from_params(cls, values: dict) -> LogMelConfig:
+        """The log-mel settings of the `features` params section (its `batch_seconds` and `wave_store` belong to the
+        stage)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known - set(STAGE_KEYS))
+        if unknown:
+            raise FsdError(f"features: unknown keys {unknown} (known: {sorted(known)}, {', '.join(STAGE_KEYS)})")
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames of a centred STFT: one per hop, plus one."""
+        return 1 + n_samples // self.hop_length
+
+
+def mel_basis(cfg: LogMelConfig) -> np.ndarray:
+    """librosa's Slaney-normalised mel filter bank (n_mels, 1 + n_fft / 2), float64."""
+    import librosa  # late: 0.7 s of imports (scipy.signal) that tagging with a stored bank skips
+
+    return librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax,
+                               htk=False, norm="slaney", dtype=np.float64)
+
+
+class MelSpectrogram:
+    """Power mel spectrograms (frames, n_mels) float32 of 1-D waves (int16, or float in [-1, 1)), one clip at a
+    time in chunks of `chunk_frames` frames: memory bounded by the chunk, whatever the clip's length."""
+
+    def __init__(self, cfg: LogMelConfig, basis: np.ndarray | None = None, chunk_frames: int = 64) -> None:
+        if cfg.n_fft % 2:
+            raise FsdError("n_fft must be even")
+        basis = mel_basis(cfg) if basis is None else np.asarray(basis, np.float64)
+        if basis.shape != (cfg.n_mels, cfg.n_fft // 2 + 1):
+            raise FsdError(f"mel filter bank of shape {basis.shape}, expected {(cfg.n_mels, cfg.n_fft // 2 + 1)}")
+        self.cfg, self.basis, self.chunk_frames = cfg, basis, chunk_frames
+        self._bank = np.ascontiguousarray(basis.T)  # (bins, n_mels): one matrix product per chunk of frames
+        n = np.arange(cfg.n_fft)
+        self._window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.n_fft)  # periodic Hann, as librosa's STFT
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        x = wave.astype(np.float64) * (INT16_SCALE if wave.dtype == np.int16 else 1.0)
+        half = cfg.n_fft // 2
+        padded = np.concatenate([np.zeros(half), x, np.zeros(half)])
+        frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
+        out = np.zeros((len(frames), cfg.n_mels), np.float32)
+        for f0 in range(0, len(frames), self.chunk_frames):
+            spec = np.fft.rfft(frames[f0 : f0 + self.chunk_frames] * self._window, axis=1)
+            out[f0 : f0 + len(spec)] = (spec.real**2 + spec.imag**2) @ self._bank
+        return out
