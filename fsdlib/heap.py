@@ -2,13 +2,21 @@
 
 The stages ask glibc to keep freed blocks (stages/common.py `keep_freed_memory`: faster repeated batches), so a
 long run of inference batches of different sizes can leave gigabytes free but resident; `trim_above` returns them.
+What is still in use cannot be returned: `bound_kernel_cache` keeps oneDNN's per-shape kernels from holding it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from pathlib import Path
+
+# oneDNN (torch's CPU convolutions) caches a compiled kernel per input shape, 1,024 by default, each holding
+# buffers sized by its input: inference over clips of many lengths kept 2.5 GiB alive that way (the demo EnvNet on
+# 1/16 of FSDKaggle2019's test and held-out clips), which no trim can return. A few entries keep every training
+# step's kernels (fixed crop shapes) and cost nothing measurable (README, Full FSDKaggle2019).
+KERNEL_CACHE_ENTRIES = 8
 
 
 def anon_bytes() -> int:
@@ -25,6 +33,12 @@ def _malloc_trim() -> ctypes._CFuncPtr | None:
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc
         return None
+
+
+def bound_kernel_cache(entries: int = KERNEL_CACHE_ENTRIES) -> None:
+    """Cap oneDNN's kernel cache at `entries` unless the user set ONEDNN_PRIMITIVE_CACHE_CAPACITY; takes effect if
+    called before the first convolution of the process."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(entries))
 
 
 def trim_above(limit: int) -> bool:

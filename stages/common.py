@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import yaml
 
 from fsdlib.errors import FsdError
+from fsdlib.heap import bound_kernel_cache
 
 PARAMS = Path("params.yaml")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +78,7 @@ def stage(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
         keep_freed_memory()
+        bound_kernel_cache()
         try:
             return fn(*args, **kwargs)
         except FsdError as exc:
