@@ -1,6 +1,6 @@
 """Tagging speed of a trained pipeline: cold start for one file and throughput on a folder, for the exported file
-(`fsd tag --model data/tagger.pt`), the distilled network (`data/tagger_distilled.pt`), the repository's
-ensemble, and the previous tagger in the same run.
+(`fsd tag --model data/tagger.pt`), the distilled network (`data/tagger_distilled.pt`, on the numpy engine and on
+torch), the repository's ensemble, and the previous tagger in the same run.
 
 The previous tagger (the reference) predicted each member with `fsdlib.predict.predict_snapshots`, which loads
 every snapshot file again for every chunk of files; ours loads every model once (fsdlib/tagger.py, fsdlib/export.py).
@@ -29,6 +29,7 @@ from common import header, keep_freed_memory, table
 
 from fsdlib.audio import read_any
 from fsdlib.ensemble import weighted_average
+from fsdlib.lite import load_numpy_tagger
 from fsdlib.predict import predict_snapshots
 from fsdlib.tagger import Tagger, ensemble_members, expand_paths, load_tagger
 from stages.common import fold_ids
@@ -77,16 +78,21 @@ def main() -> None:
         "fsd tag --model (exported file)": best(lambda: subprocess.run(
             [fsd, "tag", "--model", str(args.model), one, "--device", "cpu"], check=True, capture_output=True),
             args.repeats),
-        "fsd tag --model (distilled file)": best(lambda: subprocess.run(
+        "fsd tag --model (distilled file: numpy engine, no torch)": best(lambda: subprocess.run(
             [fsd, "tag", "--model", str(args.distilled), one, "--device", "cpu"], check=True, capture_output=True),
             args.repeats),
+        "fsd tag --model (distilled file, --engine torch)": best(lambda: subprocess.run(
+            [fsd, "tag", "--model", str(args.distilled), one, "--device", "cpu", "--engine", "torch"], check=True,
+            capture_output=True), args.repeats),
         "fsd tag (repository ensemble)": best(lambda: subprocess.run(
             [fsd, "tag", one, "--device", "cpu"], check=True, capture_output=True), args.repeats),
     }
     in_process = {
         "load exported file + tag 1 file": best(lambda: load_tagger(args.model, "cpu").tag_files([files[0]]).__next__(),
                                                 args.repeats),
-        "load distilled file + tag 1 file": best(
+        "load distilled file + tag 1 file (numpy engine)": best(
+            lambda: load_numpy_tagger(args.distilled).tag_files([files[0]]).__next__(), args.repeats),
+        "load distilled file + tag 1 file (torch engine)": best(
             lambda: load_tagger(args.distilled, "cpu").tag_files([files[0]]).__next__(), args.repeats),
         "load repository ensemble + tag 1 file": best(
             lambda: trained_tagger(params, "submitted", "cpu").tag_files([files[0]]).__next__(), args.repeats),
@@ -96,6 +102,8 @@ def main() -> None:
     ours = best(lambda: tagger.predict(waves), args.repeats)
     distilled = load_tagger(args.distilled, "cpu")
     fast = best(lambda: distilled.predict(waves), args.repeats)
+    lite = load_numpy_tagger(args.distilled)
+    light = best(lambda: lite.predict(waves), args.repeats)
     previous = best(lambda: previous_predict(tagger, members, waves), 1)
     difference = float(np.abs(tagger.predict(waves) - previous_predict(tagger, members, waves)).max())
 
@@ -103,7 +111,8 @@ def main() -> None:
     rows += [[name, f"{t:.2f} s", ""] for name, t in in_process.items()]
     rows += [["throughput, previous tagger (snapshots reloaded)", f"{previous:.2f} s", f"{seconds / previous:.1f}x"],
              ["throughput, models loaded once", f"{ours:.2f} s", f"{seconds / ours:.1f}x"],
-             ["throughput, distilled network", f"{fast:.2f} s", f"{seconds / fast:.1f}x"]]
+             ["throughput, distilled network (torch engine)", f"{fast:.2f} s", f"{seconds / fast:.1f}x"],
+             ["throughput, distilled network (numpy engine, clip by clip)", f"{light:.2f} s", f"{seconds / light:.1f}x"]]
     print(table(["measurement", "wall time", "x realtime"], rows))
     print(f"speed-up over the previous tagger: {previous / ours:.2f}x; largest score difference {difference:.2e}")
     print(f"distilled network: {previous / fast:.1f}x the previous tagger's speed, {ours / fast:.1f}x the ensemble's")
