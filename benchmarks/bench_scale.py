@@ -5,8 +5,9 @@ times f (scripts/make_scale_dataset.py), then runs the real stage commands in a 
 params.yaml is the repository's with short training: `fsd features`, `fsd folds`, `fsd train A 0` (the demo
 ResNet) and `fsd train pre 0` (the demo EnvNet), one cycle of one epoch each on fold 0 of 5, `fsd teacher` (A's
 predictions of every noisy clip), `fsd pseudo-label`, `fsd predict A` and `fsd predict pre` (test and fold 0's
-held-out clips, two pads each), `fsd ensemble`. Per stage it prints wall time, CPU time, peak memory of the
-stage's process tree (scale_measure.py says how), bytes written and seconds per audio hour; then each stage's
+held-out clips, two pads each), `fsd ensemble`, with the paper's inference caps (params/paper.yaml). Per stage
+it prints wall time, CPU time, peak memory of the stage's process tree (scale_measure.py says how), bytes
+written and seconds per audio hour; then each stage's
 growth between consecutive sizes (time ratio / size ratio: 1.0 is linear, in wall and in CPU time) and a
 projection to full size: the largest size's figures / f (linear through zero: an upper bound for a stage whose
 time grows linearly or slower). `--wave-store` sets
