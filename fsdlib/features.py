@@ -99,7 +99,7 @@ class LogMelExtractor:
 
     def n_frames(self, n_samples: int) -> int:
         """Frames of a centred STFT: one per hop, plus one."""
-        return 1 + n_samples // self.cfg.hop_length
+        return self.cfg.n_frames(n_samples)
 
     def __call__(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Power mel spectrogram (frames, n_mels) float32 of each wave (int16, or float already in [-1, 1))."""

@@ -147,11 +147,11 @@ def open_tagger_file(path: str | Path, engine: str = "auto", device: str = "auto
     """A tagger of an exported file on an engine: "numpy" (no torch), "torch" (`fsdlib.tagger.load_tagger`, CPU or
     GPU), or "auto": numpy for a file of one network (the distilled model) on the CPU, torch otherwise."""
     check_choice("engine", engine, ENGINES)
-    payload = read_tagger_file(path)
-    single = len(payload["members"]) == 1 and len(payload["members"][0]["snapshots"]) == 1
-    if engine == "numpy" or (engine == "auto" and single and device in ("auto", "cpu")
-                             and numpy_supported(payload) is None):
-        return NumpyTagger(payload, path)
+    if engine != "torch":  # the torch engine reads the file itself: not twice
+        payload = read_tagger_file(path)
+        single = len(payload["members"]) == 1 and len(payload["members"][0]["snapshots"]) == 1
+        if engine == "numpy" or (single and device in ("auto", "cpu") and numpy_supported(payload) is None):
+            return NumpyTagger(payload, path)
     from fsdlib.tagger import load_tagger  # torch: imported only for this engine
 
     return load_tagger(path, device)

@@ -10,6 +10,7 @@ dtypes), refuses any other class, and rebuilds every tensor as a numpy array. Th
 from __future__ import annotations
 
 import collections
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -48,8 +49,6 @@ class _Unpickler(pickle.Unpickler):
     """Plain data and tensors only; storages are read from the archive on demand."""
 
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str) -> None:
-        import io
-
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix = archive, prefix
 
