@@ -56,7 +56,7 @@ def model_predictions(name: str, spec: ModelSpec, folds: Sequence[int], cfg: Inf
             "cycles": np.array(cycles), "pads": np.array(pads), "classes": np.array(classes)}
 
 
-def teacher_predictions(name: str, spec: ModelSpec, folds: Sequence[int], device: str = "auto",
+def teacher_predictions(name: str, spec: ModelSpec, folds: Sequence[int], cfg: InferenceConfig, device: str = "auto",
                         paths: Paths = PATHS, cycles: dict[int, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
     """Every noisy clip predicted at full length by each teacher fold, the mean over its snapshots.
 
@@ -73,7 +73,7 @@ def teacher_predictions(name: str, spec: ModelSpec, folds: Sequence[int], device
         used.append([snapshot_cycle(path) for path in snapshots])
         log.info("teacher %s fold %d: cycles %s on %d noisy clips", name, k, used[-1], len(clips))
         # without a noisy part the pseudo labels are an empty table, and the students train on curated clips only
-        preds.append(predict_snapshots(spec, len(classes), snapshots, clips, device=device) if clips else
+        preds.append(predict_snapshots(spec, len(classes), snapshots, clips, cfg=cfg, device=device) if clips else
                      np.zeros((0, len(classes)), np.float32))
     used_mask = np.zeros((len(folds), max(max(u) for u in used)), dtype=bool)
     for row, chosen in enumerate(used):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import sys
@@ -13,7 +12,7 @@ from typing import Any, TypeVar
 import yaml
 
 from fsdlib.errors import FsdError
-from fsdlib.heap import bound_kernel_cache
+from fsdlib.heap import bound_kernel_cache, keep_freed_memory
 
 PARAMS = Path("params.yaml")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,20 +54,6 @@ def build(cls: type, values: dict[str, Any], key: str, path: Path = PARAMS) -> A
 def fold_ids(params: dict[str, Any], path: Path = PARAMS) -> list[int]:
     """The folds trained and predicted (`folds.ids`)."""
     return [int(k) for k in section(params, "folds", path)["ids"]]
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed blocks up to 1 GiB instead of unmapping every one over 32 MB.
-
-    Large activations are then not page-faulted in afresh on every forward pass: EnvNet inference runs
-    1.3-1.9x faster on the CPU (benchmarks/README.md). A no-op where glibc is absent.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def stage(fn: F) -> F:

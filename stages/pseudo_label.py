@@ -9,7 +9,7 @@ from fsdlib.fold_predictions import pseudo_label_tables, teacher_predictions, wr
 from fsdlib.paths import PATHS
 from fsdlib.selection import describe, teacher_cycles
 from stages.common import PARAMS, fold_ids, load_params, section, stage
-from stages.settings import model_spec
+from stages.settings import inference_config, model_spec
 
 
 @stage
@@ -25,7 +25,8 @@ def teacher(
     chosen = teacher_cycles(name, folds, spl.get("select", "fixed"))
     for k, c in chosen.items():
         print(f"teacher {name} fold {k}: {describe(c.cycles, c.pads)} (OOF lwlrap {c.cv:.4f} on the clips chosen on)")
-    write_arrays(PATHS.teacher, teacher_predictions(name, model_spec(p, name, params), folds, device,
+    write_arrays(PATHS.teacher, teacher_predictions(name, model_spec(p, name, params), folds,
+                                                    inference_config(p, params), device,
                                                     cycles={k: c.cycles for k, c in chosen.items()}))
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fsdlib.inference import InferenceConfig
+from fsdlib.placement import Placement
 from fsdlib.spec import ModelSpec
 from stages.common import PARAMS, build, section
 
@@ -20,3 +21,6 @@ def inference_config(params: dict[str, Any], path: Path = PARAMS) -> InferenceCo
     return build(InferenceConfig, section(params, "inference", path), "inference", path)
 
 
+def placement(params: dict[str, Any], path: Path = PARAMS) -> Placement:
+    """How the train stages place a model's folds on the hardware (`placement`)."""
+    return build(Placement, section(params, "placement", path), "placement", path)

@@ -20,7 +20,7 @@ from dvc.repo import Repo
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = ("params.yaml", "params/paper.yaml")
-TRAIN_OUT = re.compile(r"data/models/(?P<model>[^/]+)/fold(?P<fold>\d+)")
+TRAIN_OUT = re.compile(r"data/models/(?P<model>[^/]+)")
 PREDICT_OUT = re.compile(r"data/predictions/(?P<model>[^/]+)\.npz")
 
 
@@ -67,54 +67,56 @@ def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return resolve(tmp_path_factory.mktemp("dvc"), request.param)
 
 
-def trained(pipeline: Pipeline) -> dict[tuple[str, int], Stage]:
-    """The train stages by (model, fold), from their outputs; a (model, fold) trained twice fails."""
-    out: dict[tuple[str, int], Stage] = {}
+def trained(pipeline: Pipeline) -> dict[str, Stage]:
+    """The train stages by model, from their outputs (all of a model's folds in one stage); a model trained twice
+    fails."""
+    out: dict[str, Stage] = {}
     for name, stage in pipeline.stages.items():
         for path in stage.outs:
             match = TRAIN_OUT.fullmatch(path)
             if match:
-                key = (match["model"], int(match["fold"]))
-                assert key not in out, f"{key} trained by two stages"
-                out[key] = stage
-                assert stage.cmd == f"fsd train {key[0]} {key[1]}", name
+                model = match["model"]
+                assert model not in out, f"{model} trained by two stages"
+                out[model] = stage
+                assert stage.cmd == f"fsd train {model}", name
     return out
 
 
-def test_every_model_trained_once_per_fold(pipeline: Pipeline) -> None:
-    models, folds = pipeline.params["models"], pipeline.params["folds"]["ids"]
-    assert set(trained(pipeline)) == {(m, k) for m in models for k in folds}
+def test_every_model_trained_once(pipeline: Pipeline) -> None:
+    models = pipeline.params["models"]
+    assert set(trained(pipeline)) == set(models)
     lists = pipeline.params["stage_models"]
     listed = [m for group in ("train", "train_from_pre", "train_student") for m in lists[group]]
     assert sorted(listed) == sorted(models)  # each model in exactly one train stage's list
 
 
-def test_train_stages_track_their_model(pipeline: Pipeline) -> None:
-    for (model, fold), stage in trained(pipeline).items():
+def test_train_stages_track_their_model_folds_and_placement(pipeline: Pipeline) -> None:
+    for model, stage in trained(pipeline).items():
         assert stage.group.startswith("train"), stage
-        assert f"params.yaml:models.{model}" in stage.params, (model, fold)
-        assert {"data/features", "data/folds.parquet"} <= stage.deps, (model, fold)
+        wanted = {f"params.yaml:{key}" for key in (f"models.{model}", "folds.ids", "inference", "placement")}
+        assert wanted <= stage.params, (model, wanted - stage.params)
+        assert {"data/features", "data/folds.parquet"} <= stage.deps, model
 
 
-def test_init_from_is_a_dependency_of_the_same_fold(pipeline: Pipeline) -> None:
+def test_init_from_is_a_dependency(pipeline: Pipeline) -> None:
     models = pipeline.params["models"]
-    for (model, fold), stage in trained(pipeline).items():
+    for model, stage in trained(pipeline).items():
         source = models[model].get("init_from")
         other_models = {d for d in stage.deps if d.startswith("data/models/")}
-        assert other_models == ({f"data/models/{source}/fold{fold}"} if source else set()), (model, fold)
+        assert other_models == ({f"data/models/{source}"} if source else set()), model
         if source:  # the snapshot must fit the architecture
             assert (models[source]["family"], models[source]["arch"]) == (models[model]["family"], models[model]["arch"])
 
 
 def test_students_depend_on_their_pseudo_labels(pipeline: Pipeline) -> None:
     models = pipeline.params["models"]
-    for (model, fold), stage in trained(pipeline).items():
+    for model, stage in trained(pipeline).items():
         spl = models[model].get("spl")
         pseudo = {d for d in stage.deps if d.startswith("data/pseudo/")}
         if spl:
-            assert stage.group == "train_student" and f"data/pseudo/{spl['variant']}.parquet" in pseudo, (model, fold)
+            assert stage.group == "train_student" and f"data/pseudo/{spl['variant']}.parquet" in pseudo, model
         else:
-            assert stage.group != "train_student" and not pseudo, (model, fold)
+            assert stage.group != "train_student" and not pseudo, model
 
 
 def test_teacher_is_spl_teacher(pipeline: Pipeline) -> None:

@@ -277,7 +277,7 @@ def test_predictions_per_cycle_and_pad(trained: Paths, monkeypatch: pytest.Monke
 
 def test_teacher_predicts_with_the_chosen_cycles_only(trained: Paths) -> None:
     torch.set_num_threads(1)
-    out = teacher_predictions("M", MODEL_SPEC, [0], "cpu", trained, cycles={0: (2, 3)})
+    out = teacher_predictions("M", MODEL_SPEC, [0], InferenceConfig(), "cpu", trained, cycles={0: (2, 3)})
     assert out["cycles_used"].tolist() == [[False, True, True]]
     snapshots = snapshot_paths(trained.fold_dir("M", 0), (2, 3))
     _, labels = read_label_table(trained.labels)
@@ -285,6 +285,6 @@ def test_teacher_predicts_with_the_chosen_cycles_only(trained: Paths) -> None:
     expected = predict_snapshots(MODEL_SPEC, out["preds"].shape[2], snapshots, [noisy[i] for i in range(len(noisy))],
                                  device="cpu")
     np.testing.assert_allclose(out["preds"][0], expected, atol=1e-6)
-    every = teacher_predictions("M", MODEL_SPEC, [0], "cpu", trained)
+    every = teacher_predictions("M", MODEL_SPEC, [0], InferenceConfig(), "cpu", trained)
     assert every["cycles_used"].tolist() == [[True, True, True]]
     assert not np.allclose(every["preds"], out["preds"], atol=1e-4)
