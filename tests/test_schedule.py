@@ -1,10 +1,11 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from fsdlib.errors import FsdError
-from fsdlib.schedule import build_optimizer, cyclic_cosine_lr, cyclic_cosine_scheduler, is_cycle_end
+from fsdlib.schedule import build_optimizer, cyclic_cosine_lr, cyclic_cosine_scheduler, fused_update, is_cycle_end
 
 LR_MAX, LR_MIN, T = 1e-3, 1e-6, 100
 
@@ -75,3 +76,11 @@ def test_sgd_nesterov_steps_as_torch() -> None:
             optimizer.step()
     assert torch.equal(ours_param, torch_param)
     assert not torch.allclose(ours_param, plain_param)
+
+
+def test_optimiser_update_is_fused_only_on_cuda() -> None:
+    cpu = [torch.nn.Parameter(torch.zeros(3))]
+    assert fused_update(cpu) is None and not build_optimizer("adam", cpu, lr=1e-3).defaults["fused"]
+    assert fused_update([SimpleNamespace(device=torch.device("cuda", 0))] * 2) is True  # only .device is read
+    assert fused_update([SimpleNamespace(device=torch.device("cuda", 0)), *cpu]) is None
+    assert fused_update([]) is None
