@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fsdlib.clip_input import DB_FLOOR_POWER, DB_RANGE, STD_EPS
+from fsdlib.device import to_device
 from fsdlib.errors import FsdError
 from fsdlib.spec import check_choice, check_pad_mode
 
@@ -52,8 +53,9 @@ class WaveAugmentConfig:
 
     The time-scale factor is log-uniform in scale_range (1.25^U(-1,1)); the gain is U(-gain_db, gain_db) dB.
     `order` "crop_first": the loader crops (`crop_wave`), then the batch gets mixup, time scaling of the crop
-    (linear resampling) and gain. "authors" (docs/method.md §11): the loader scales the whole clip
-    (nearest-neighbour) before padding and cropping (`crop_wave_scaled`), then the batch gets mixup and gain.
+    (linear resampling) and gain. "authors" (docs/method.md §11): the whole clip is scaled (nearest-neighbour)
+    before padding and cropping (`crop_wave_scaled`: the loader draws and copies the source samples,
+    `scaled_crop_windows`; the batch's device gathers the crops, `gather_scaled_crop`), then mixup and gain.
     `mixup_mode` "linear": λ·x1 + (1-λ)·x2; "bc": BC-learning mixing, corrected for the clips' gains (`bc_mixup`).
     The authors apply every waveform augmentation to every sample: p = 1. These defaults (crop_first, linear,
     p 0.5) are fsdlib's; params/paper.yaml sets the authors' (authors, bc, 1.0) in each EnvNet's `augment`.
@@ -75,7 +77,7 @@ class WaveAugmentConfig:
 
     @property
     def scales_on_loader(self) -> bool:
-        """True when the loader must crop with `crop_wave_scaled` (time scaling of the whole clip)."""
+        """True when the loader must crop with `scaled_crop_windows` (time scaling of the whole clip)."""
         return self.time_scale and self.order == "authors"
 
 
@@ -127,6 +129,127 @@ def crop_wave(clips: list[np.ndarray], length: int, rng: np.random.Generator, pa
     return batch
 
 
+@dataclass(frozen=True)
+class ScaledCrop:
+    """What the batch side needs, besides the loader's (B, W) int16 source windows, to gather the authors'
+    time-scaled crops (docs/method.md §11) on the device (`gather_scaled_crop`).
+
+    `factor` (B,) float64: each clip's time-scale factor f. `index` (B, 4) int64, per sample: `shift`, the scaled
+    clip's sample at crop sample 0 (negative inside the left padding); `scaled`, the scaled clip's length int(n·f);
+    `origin`, the clip sample at window sample 0; `period`, the clip's length n where the crop loops around the
+    scaled clip (pad_mode "loop") and the window holds the clip circularly from `origin`, else 0 (the window holds
+    clip[origin:origin + W], zeros past the clip's end). `length`: the crop's length L.
+    """
+
+    factor: np.ndarray
+    index: np.ndarray
+    length: int
+
+
+def scaled_window_width(length: int, scale_range: tuple[float, float]) -> int:
+    """W, the source samples a time-scaled crop of `length` can need: a crop at factor f spans (L - 1)/f + 1
+    clip samples (L/f + 1 where it loops around the clip's end), f >= min(low, 1) (1: clips not chosen)."""
+    return math.ceil(length / min(scale_range[0], 1.0)) + 2
+
+
+def scaled_crop_windows(
+    clips: list[np.ndarray],
+    length: int,
+    rng: np.random.Generator,
+    scale_range: tuple[float, float] = (0.8, 1.25),
+    p: float = 1.0,
+    pad_mode: PadMode = "zero",
+) -> tuple[np.ndarray, ScaledCrop]:
+    """Loader side of the authors' waveform crop (docs/method.md §11): draw each clip's time-scale factor and crop
+    window, and copy the clip samples the crop reads into a (B, W) int16 window (`scaled_window_width`); the batch
+    side gathers the crops from them (`gather_scaled_crop`). Costs a copy of W samples per clip, whatever its length.
+
+    Draws from `rng`, in this order: u = rng.random(B) (f = lo·(hi/lo)^u), chosen = rng.random(B) < p (the
+    others keep f = 1, which is exactly `crop_wave`'s crop), then for each clip in turn its window start
+    rng.integers(0, int(n·f) + 1) in the scaled clip padded by L/2 on the left.
+    """
+    check_pad_mode(pad_mode)
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise FsdError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+    factor = low * (high / low) ** rng.random(len(clips))
+    factor = np.where(rng.random(len(clips)) < p, factor, 1.0)
+    width = scaled_window_width(length, scale_range)
+    windows = np.zeros((len(clips), width), dtype=np.int16)
+    index = np.zeros((len(clips), 4), dtype=np.int64)
+    for i, (clip, f) in enumerate(zip(clips, factor, strict=True)):
+        n = len(clip)
+        scaled = int(n * f)
+        shift = int(rng.integers(0, scaled + 1)) - length // 2
+        if pad_mode == "loop" and scaled > 0:
+            # The crop's first sample, wrapped into the scaled clip, names the window's first clip sample; the
+            # window then runs on around the clip (the crop's later samples, wrapped, come back to its start).
+            origin = int((shift % scaled) / f)
+            _copy_circular(clip, origin, windows[i])
+            index[i] = shift, scaled, origin, n
+        else:
+            first = max(shift, 0)  # the crop's first sample inside the scaled clip, if any
+            origin = int(first / f) if first < scaled else 0
+            if first < scaled:
+                part = clip[origin : origin + width]
+                windows[i, : len(part)] = part
+            index[i] = shift, scaled, origin, 0
+    return windows, ScaledCrop(factor, index, length)
+
+
+def _copy_circular(clip: np.ndarray, origin: int, out: np.ndarray) -> None:
+    """out[k] = clip[(origin + k) % len(clip)] for every k, by slices."""
+    n, width = len(clip), len(out)
+    if n >= width:
+        head = min(width, n - origin)
+        out[:head] = clip[origin : origin + head]
+        out[head:] = clip[: width - head]
+    else:
+        out[:] = np.resize(np.concatenate([clip[origin:], clip[:origin]]), width)
+
+
+CPU_GATHER_ELEMENTS = 1 << 16  # crop samples gathered at a time on the CPU (`gather_scaled_crop`)
+
+
+def gather_scaled_crop(window: torch.Tensor, crop: ScaledCrop) -> torch.Tensor:
+    """Batch side of the authors' waveform crop (docs/method.md §11), batched on the windows' device: crop sample j
+    is sample s = shift + j of the scaled clip (wrapped into it where the crop loops), zero outside it, else clip
+    sample floor(s / f) (nearest neighbour, the division in float64), scaled to float32 in [-1, 1): (B, L).
+
+    `window` (B, W) int16 and `crop` come from `scaled_crop_windows`, and its draws decide the crops bit for bit:
+    `crop_wave_scaled` is the same on the host. Nothing is read back from the device. On the CPU the rows go a few
+    at a time, so that the (rows, L) temporaries stay in the cache.
+    """
+    device = window.device
+    factor = to_device(torch.from_numpy(crop.factor), device)
+    index = to_device(torch.from_numpy(crop.index), device)
+    loops = bool(crop.index[:, 3].any())  # decided on the host: the index's numpy copy
+    out = torch.empty(len(window), crop.length, dtype=torch.float32, device=device)
+    rows = max(1, CPU_GATHER_ELEMENTS // max(crop.length, 1)) if device.type == "cpu" else max(len(window), 1)
+    for first in range(0, len(window), rows):
+        chunk = slice(first, first + rows)
+        _gather_scaled_rows(window[chunk], factor[chunk], index[chunk], loops, out[chunk])
+    return out
+
+
+def _gather_scaled_rows(
+    window: torch.Tensor, factor: torch.Tensor, index: torch.Tensor, loops: bool, out: torch.Tensor
+) -> None:
+    """`gather_scaled_crop` for some rows, into `out` (rows, L)."""
+    shift, scaled, origin, period = (column[:, None] for column in index.unbind(1))
+    position = shift + torch.arange(out.shape[1], device=out.device)
+    if loops:  # rows that loop take the position wrapped into the scaled clip
+        position = torch.where(period > 0, position.remainder(scaled.clamp(min=1)), position)
+    outside = (position < 0) | (position >= scaled)
+    source = position.clamp_(min=0).double().div_(factor[:, None]).long()  # truncates, as numpy's astype does
+    k = source.sub_(origin)
+    if loops:  # the window holds the clip circularly from `origin`: a source before it lies one period on
+        k = torch.where(k < 0, k + period, k)
+    values = window.gather(1, k.clamp_(0, window.shape[1] - 1))
+    torch.div(values, 32768.0, out=out)  # exact: int16 / 2^15 in float32
+    out.masked_fill_(outside, 0.0)
+
+
 def crop_wave_scaled(
     clips: list[np.ndarray],
     length: int,
@@ -135,35 +258,14 @@ def crop_wave_scaled(
     p: float = 1.0,
     pad_mode: PadMode = "zero",
 ) -> np.ndarray:
-    """The authors' waveform crop (docs/method.md §11): time-scale each chosen int16 clip as a whole by a
-    log-uniform factor f in scale_range (nearest-neighbour: scaled[j] = clip[floor(j / f)], int(n·f) samples),
-    pad length/2 samples on both sides as `crop_wave` does, take a random window of `length`, scale to
-    float32 in [-1, 1). Only the window's samples are computed, so long clips cost no more than short ones.
-
-    Draws from `rng`, in this order: u = rng.random(B) (f = lo·(hi/lo)^u), chosen = rng.random(B) < p (the
-    others keep f = 1, which is exactly `crop_wave`'s crop), then for each clip in turn its window start
-    rng.integers(0, int(n·f) + 1).
+    """The authors' waveform crop (docs/method.md §11) on the host: time-scale each chosen int16 clip as a whole
+    by a log-uniform factor f in scale_range (nearest-neighbour: scaled[j] = clip[floor(j / f)], int(n·f) samples),
+    pad length/2 samples on both sides as `crop_wave` does, take a random window of `length`, scale to float32 in
+    [-1, 1). `scaled_crop_windows` then `gather_scaled_crop` (training runs the latter on the batch's device), with
+    its draws.
     """
-    check_pad_mode(pad_mode)
-    low, high = scale_range
-    if not 0 < low <= high:
-        raise FsdError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-    factor = low * (high / low) ** rng.random(len(clips))
-    factor = np.where(rng.random(len(clips)) < p, factor, 1.0)
-    left = length // 2
-    batch = np.zeros((len(clips), length), dtype=np.float32)
-    for i, (clip, f) in enumerate(zip(clips, factor, strict=True)):
-        scaled = int(len(clip) * f)
-        start = rng.integers(0, scaled + 1)
-        position = np.arange(start - left, start - left + length)  # sample index in the scaled clip
-        if pad_mode == "loop" and scaled > 0:
-            inside = slice(None)
-            position %= scaled
-        else:
-            inside = (position >= 0) & (position < scaled)
-            position = position[inside]
-        batch[i, inside] = clip[(position / f).astype(np.int64)] / 32768.0
-    return batch
+    window, crop = scaled_crop_windows(clips, length, rng, scale_range, p, pad_mode)
+    return gather_scaled_crop(torch.from_numpy(window), crop).numpy()
 
 
 # ---------------------------------------------------------------------------------------------

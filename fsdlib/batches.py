@@ -1,7 +1,8 @@
 """Loader side of training (docs/method.md §3, §5, §6): what a fold trains on, and its batches of cropped clips.
 
-Numpy slicing of memory-mapped stores only; the augmentations run later, in torch, on the batch side, except the
-authors' whole-clip time scaling of waveforms (docs/method.md §11), which happens before the crop.
+Numpy slicing of memory-mapped stores only; the augmentations run later, in torch, on the batch side. The authors'
+whole-clip time scaling of waveforms (docs/method.md §11) comes before the crop: the loader draws it and copies the
+source samples each crop needs, the batch side resamples.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fsdlib.augment import WaveAugmentConfig, crop_logmel, crop_wave, crop_wave_scaled
+from fsdlib.augment import ScaledCrop, WaveAugmentConfig, crop_logmel, crop_wave, scaled_crop_windows
+from fsdlib.errors import FsdError
 from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore
 
@@ -50,11 +52,16 @@ class FoldData:
 
 @dataclass(frozen=True)
 class Part:
-    """One part of a training batch: cropped clips, their valid-frame masks (log-mel only) and targets."""
+    """One part of a training batch: cropped clips, their valid-frame masks (log-mel only) and targets.
 
-    x: np.ndarray  # (B, frames, n_mels) float32 power log-mels or (B, samples) int16 waveforms
+    In the authors' waveform order (docs/method.md §11) x holds each clip's source window and `scaled` how the
+    batch side gathers the time-scaled crops from it (`fsdlib.augment.gather_scaled_crop`, on the device).
+    """
+
+    x: np.ndarray  # (B, frames, n_mels) float32 power log-mels, (B, samples) float32 waveforms, or (B, W) int16 windows
     valid: np.ndarray | None  # (B, 2) [start, stop) frames of real content in each crop (log-mel only)
     y: np.ndarray  # (B, C) targets
+    scaled: ScaledCrop | None = None  # with the (B, W) int16 windows: factors and offsets of the scaled crops
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,29 @@ def cycling_indices(n: int, batch: int, rng: np.random.Generator) -> Iterator[np
         carry = carry[batch:]
 
 
+def check_epoch(spec: ModelSpec, data: FoldData, steps_per_epoch: int) -> None:
+    """Refuse an epoch the fold cannot fill (docs/method.md §5: an epoch is one pass over the curated training fold).
+
+    Every step takes `spec.batch` clips of the pass, so `steps_per_epoch` steps need that many times the batch;
+    the one exception is a fold smaller than a batch, trained as `train_fold` does, one short step per epoch.
+    A multitask step also draws a noisy batch, so the noisy store must hold clips.
+    """
+    n, batch = len(data.train_idx), spec.batch
+    if steps_per_epoch < 1:
+        raise FsdError(f"an epoch needs at least 1 step, got {steps_per_epoch}")
+    if n == 0 or steps_per_epoch > max(1, n // batch):
+        steps = f"{steps_per_epoch} step{'s' if steps_per_epoch > 1 else ''}"
+        need = "needs" if steps_per_epoch == 1 else "need"
+        raise FsdError(f"{steps} of batch {batch} {need} {steps_per_epoch * batch} training clips, the fold has {n}")
+    if spec.multitask and data.noisy is not None and len(data.noisy) == 0:
+        raise FsdError("multitask steps draw a noisy batch each, but the noisy store has no clips")
+
+
 class BatchMaker:
     """Draws clip indices and crops memory-mapped clips, all randomness from one seeded generator."""
 
     def __init__(self, spec: ModelSpec, data: FoldData, steps_per_epoch: int, seed: int) -> None:
+        check_epoch(spec, data, steps_per_epoch)  # an impossible epoch fails here, not as an empty crop later
         self.spec, self.data, self.steps = spec, data, steps_per_epoch
         self.rng = np.random.default_rng(seed)
         self.noisy = (
@@ -101,9 +127,9 @@ class BatchMaker:
         if spec.family == "resnet":
             x, valid = crop_logmel(clips, length, self.rng, spec.pad_mode)
             return Part(x, valid, y)
-        if scaling is not None:
-            x = crop_wave_scaled(clips, length, self.rng, scaling.scale_range, scaling.p, spec.pad_mode)
-            return Part(x, None, y)
+        if scaling is not None:  # the loader only draws and copies; the device resamples (Trainer.prepare)
+            x, scaled = scaled_crop_windows(clips, length, self.rng, scaling.scale_range, scaling.p, spec.pad_mode)
+            return Part(x, None, y, scaled)
         return Part(crop_wave(clips, length, self.rng, spec.pad_mode), None, y)
 
     def epoch(self) -> Iterator[Batch]:

@@ -1,4 +1,4 @@
-"""A model's folds trained at once, in worker processes placed on the hardware (docs/method.md §15).
+"""A model's folds trained at once, in worker processes placed on the hardware (docs/method.md §14).
 
 Each worker is a fresh (spawned) process that trains one fold with `train_fold` on its slot's device and thread
 count, so a fold's weights are bit for bit those of training it alone with that thread count. Resume state stays

@@ -1,4 +1,4 @@
-"""Where a model's folds train at once (docs/method.md §15): worker slots on the CPU cores or the GPUs.
+"""Where a model's folds train at once (docs/method.md §14): worker slots on the CPU cores or the GPUs.
 
 Torch-free policy, so that it is cheap to test: the caller says how many cores and GPUs there are.
 """

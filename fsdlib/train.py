@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fsdlib.atomic import atomic_path, write_json
-from fsdlib.augment import augment_logmel, augment_wave, logmel_to_input
+from fsdlib.augment import augment_logmel, augment_wave, gather_scaled_crop, logmel_to_input
 from fsdlib.batches import Batch, BatchMaker, FoldData, Part, prefetch
 from fsdlib.device import autocast, cudnn_autotune, resolve_device, to_device
 from fsdlib.distributed import World, init_world, sync_batch_norm
@@ -96,6 +96,8 @@ class Trainer:
             power, y_t = augment_logmel(power, y_t, valid, self.augment, gen)
             x_t = to_device(logmel_to_input(power), self.device, channels_last=True)
         else:
+            if part.scaled is not None:  # the authors' time-scaled crops, gathered from the loader's windows
+                x_t = gather_scaled_crop(x_t, part.scaled)
             x_t, y_t = augment_wave(x_t, y_t, self.augment, gen)
         mine = self.world.shard(len(x_t))
         return x_t[mine], y_t[mine]

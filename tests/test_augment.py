@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from fsdlib import augment
 from fsdlib.augment import (
     BC_HOP,
     BC_MIN_DB,
@@ -16,9 +17,15 @@ from fsdlib.augment import (
     crop_logmel,
     crop_wave,
     crop_wave_scaled,
+    gather_scaled_crop,
     logmel_to_input,
+    scaled_crop_windows,
+    scaled_window_width,
 )
+from fsdlib.batches import Part
 from fsdlib.errors import FsdError
+from fsdlib.spec import ModelSpec
+from fsdlib.train import Trainer
 
 B, N_MELS, T, C = 16, 128, 64, 20
 ONLY = {"mixup": False, "gain": False, "freq_mask": False, "additional_crop": False}
@@ -326,6 +333,92 @@ def test_crop_wave_scaled_scales_every_clip_at_p_one(factor: float) -> None:
         assert any(np.array_equal(source, mapping) for mapping in mappings)
     with pytest.raises(FsdError):
         crop_wave_scaled([ramp], 100, np.random.default_rng(0), (1.25, 0.8))
+
+
+def _host_scaled_crops(
+    clips: list[np.ndarray], length: int, rng: np.random.Generator, scale_range: tuple[float, float], p: float,
+    pad_mode: str,
+) -> np.ndarray:
+    """The authors' crop as the loader computed it on the host before the device gathered it (docs/method.md §11),
+    kept as the reference: positions in the scaled clip, wrapped or masked, then clip[(position / f) as int64]."""
+    low, high = scale_range
+    factor = low * (high / low) ** rng.random(len(clips))
+    factor = np.where(rng.random(len(clips)) < p, factor, 1.0)
+    left = length // 2
+    batch = np.zeros((len(clips), length), dtype=np.float32)
+    for i, (clip, f) in enumerate(zip(clips, factor, strict=True)):
+        scaled = int(len(clip) * f)
+        start = rng.integers(0, scaled + 1)
+        position = np.arange(start - left, start - left + length)
+        if pad_mode == "loop" and scaled > 0:
+            inside = slice(None)
+            position %= scaled
+        else:
+            inside = (position >= 0) & (position < scaled)
+            position = position[inside]
+        batch[i, inside] = clip[(position / f).astype(np.int64)] / 32768.0
+    return batch
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pad_mode", ["zero", "loop"])
+@pytest.mark.parametrize("whole_batch", [False, True])
+def test_windows_gathered_on_the_device_equal_the_host_crop_bit_for_bit(
+    device: str, pad_mode: str, whole_batch: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loader's windows, gathered on the device, are the crops the host computed, from the same draws, for
+    clips shorter and longer than the crop (lengths 0 and 1 too), scale factors at both ends of the range, p < 1."""
+    if whole_batch:  # the CPU gathers every row at once, as an accelerator does
+        monkeypatch.setattr(augment, "CPU_GATHER_ELEMENTS", 1 << 40)
+    rng = np.random.default_rng(11)
+    ranges = [(0.8, 1.25), (0.8, 0.8), (1.25, 1.25), (0.5, 2.0), (2.0, 2.0), (0.3, 0.7)]
+    for trial in range(24):
+        length = int(rng.choice([1, 2, 7, 500, 999, 1000, int(rng.integers(1, 4000))]))
+        sizes = [0, 1, 2, 3, length - 1, length, length + 1, 2 * length, *rng.integers(0, 4 * length + 2, 12)]
+        clips = [rng.integers(-32768, 32768, size=max(int(n), 0)).astype(np.int16) for n in sizes]
+        scale_range, p = ranges[trial % len(ranges)], (1.0, 0.6, 0.0)[trial % 3]
+        loader, host = np.random.default_rng(trial), np.random.default_rng(trial)
+        window, crop = scaled_crop_windows(clips, length, loader, scale_range, p, pad_mode)
+        expected = _host_scaled_crops(clips, length, host, scale_range, p, pad_mode)
+        assert window.dtype == np.int16 and window.shape == (len(clips), scaled_window_width(length, scale_range))
+        ours = gather_scaled_crop(torch.from_numpy(window).to(device), crop).cpu().numpy()
+        assert ours.dtype == np.float32 and np.array_equal(ours.view(np.uint32), expected.view(np.uint32))
+        assert loader.random() == host.random()  # the same draws, in the same order
+        assert np.array_equal(crop_wave_scaled(clips, length, np.random.default_rng(trial), scale_range, p, pad_mode),
+                              expected)
+
+
+@pytest.mark.parametrize("pad_mode", ["zero", "loop"])
+def test_scaled_windows_hold_what_the_crop_reads_at_both_ends_of_the_range(pad_mode: str) -> None:
+    """Paper-scale crops of long and short clips at f = 0.8 and 1.25 exactly: every crop sample the host computes
+    comes out of the fixed-width window, whatever the clip's length."""
+    length = 13_330
+    rng = np.random.default_rng(3)
+    clips = [rng.integers(-32768, 32768, size=n).astype(np.int16) for n in (1, 9_000, 13_329, 13_331, 150_000)] * 8
+    for factor in (0.8, 1.25):
+        for seed in range(3):
+            window, crop = scaled_crop_windows(clips, length, np.random.default_rng(seed), (factor, factor), 1.0,
+                                               pad_mode)
+            expected = _host_scaled_crops(clips, length, np.random.default_rng(seed), (factor, factor), 1.0, pad_mode)
+            assert np.array_equal(gather_scaled_crop(torch.from_numpy(window), crop).numpy(), expected)
+            assert window.shape[1] == math.ceil(length / min(factor, 1.0)) + 2 and np.all(crop.factor == factor)
+
+
+def test_trainer_gathers_the_authors_crops_before_augmenting() -> None:
+    """Trainer.prepare turns a loader part of windows into the crops (here with no other augmentation)."""
+    augment_cfg = {"mixup": False, "gain": False, "time_scale": True, "order": "authors", "p": 1.0}
+    spec = ModelSpec(family="envnet", crop=1000, batch=6, augment=augment_cfg, arch={"width": 0.25, "hidden": 16})
+    trainer = Trainer(spec, spec.build(5), torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(-32768, 32768, size=n).astype(np.int16) for n in (1, 300, 999, 1000, 5000, 40_000)]
+    window, crop = scaled_crop_windows(clips, 1000, np.random.default_rng(4), spec.augment_config().scale_range)
+    part = Part(window, None, np.eye(6, 5, dtype=np.float32), crop)
+    x, y = trainer.prepare(part, _gen())
+    expected = _host_scaled_crops(clips, 1000, np.random.default_rng(4), (0.8, 1.25), 1.0, "zero")
+    assert torch.equal(x, torch.from_numpy(expected)) and torch.equal(y, torch.eye(6, 5))
 
 
 def test_authors_order_scales_on_the_loader_and_gains_every_sample() -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import fsdlib.train as train_module
+from fsdlib.augment import gather_scaled_crop
 from fsdlib.batches import Batch, BatchMaker, FoldData
 from fsdlib.errors import FsdError
 from fsdlib.plots import read_dvclive_curves
@@ -300,12 +301,13 @@ def test_authors_wave_order_time_scales_and_gains_every_sample(tmp_path: Path, p
     trainer = Trainer(spec, spec.build(N_CLASSES), torch.device("cpu"))
     scaled, gained = [], []
     for part in batch.parts().values():  # curated, noisy and SPL parts alike
-        for window in np.rint(part.x * 32768).astype(np.int64):
+        crops = gather_scaled_crop(torch.from_numpy(part.x), part.scaled).numpy()  # as Trainer.prepare gathers them
+        for window in np.rint(crops * 32768).astype(np.int64):
             steps = np.diff(window[window > 0])  # the clip's samples in the window: +1 each, or 0 and +1 if doubled
             assert set(np.unique(steps)) <= {0, 1}
             scaled.append(np.mean(steps == 0) > 0.45)
-        ratio = trainer.prepare(part, torch.Generator().manual_seed(0))[0].numpy() / np.where(part.x == 0, 1, part.x)
-        for r in (r[m] for r, m in zip(ratio, part.x != 0, strict=True)):
+        ratio = trainer.prepare(part, torch.Generator().manual_seed(0))[0].numpy() / np.where(crops == 0, 1, crops)
+        for r in (r[m] for r, m in zip(ratio, crops != 0, strict=True)):
             assert np.allclose(r, r[0], rtol=1e-5)  # one gain per sample: no time scaling on the batch side
             gained.append(abs(r[0] - 1) > 1e-4)
     assert len(scaled) == 3 * 18
