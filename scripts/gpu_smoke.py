@@ -11,9 +11,12 @@
      code torchrun runs: `FoldTraining` (resume state from rank 0, DDP, synchronised batch norm, loss parts
      averaged over ranks on the group's device), then its validation;
    - unless `--no-paper`, the paper-size networks' training step time and peak memory (ResNet34 and EnvNet-v2 at
-     the paper's crop and batch, as `benchmarks/bench_paper_scale.py --device cuda` measures them).
+     the paper's crop and batch, as `benchmarks/bench_paper_scale.py --device cuda` measures them: the step in the
+     training loop).
 
-`run --device cpu` is a dry run of the same code (tests/test_gpu_paths.py runs it with tiny settings).
+`--steps` steps need not fit in one epoch of the prepared stores: training continues into further epochs, each as
+long as `train_fold` makes it. `run --device cpu` is a dry run of the same code (tests/test_gpu_paths.py runs it
+with the defaults); there the paper sizes run one timed step each, at `bench_paper_scale.py`'s capped CPU batch.
 
     python scripts/gpu_smoke.py prepare --out build/gpu_smoke
     python scripts/gpu_smoke.py run --inputs build/gpu_smoke --device cuda
@@ -23,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from fsdlib.batches import BatchMaker, FoldData  # noqa: E402
+from fsdlib.batches import Batch, BatchMaker, FoldData  # noqa: E402
 from fsdlib.device import resolve_device  # noqa: E402
 from fsdlib.inference import InferenceConfig, predict_clips  # noqa: E402
 from fsdlib.metrics import lwlrap  # noqa: E402
@@ -111,6 +116,14 @@ def peak_gib(device: torch.device) -> str:
     return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}" if device.type == "cuda" else "-"
 
 
+def epochs(spec: ModelSpec, data: FoldData) -> Iterator[Batch]:
+    """Batches epoch after epoch, each epoch as many steps as `train_fold` makes of the fold (docs/method.md §5), so
+    any number of steps fits a store of any size."""
+    maker = BatchMaker(spec, data, max(1, len(data.train_idx) // spec.batch), seed=0)
+    while True:
+        yield from maker.epoch()
+
+
 def train_and_compare(label: str, spec: ModelSpec, data: FoldData, device: torch.device, steps: int) -> dict[str, Any]:
     """A few training steps on the device, then held-out predictions on the device and on the CPU."""
     torch.manual_seed(0)
@@ -118,11 +131,10 @@ def train_and_compare(label: str, spec: ModelSpec, data: FoldData, device: torch
     optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay,
                                 spec.nesterov)
     trainer, gen = Trainer(spec, model, device), torch.Generator(device).manual_seed(0)
-    maker = BatchMaker(spec, data, steps, seed=0)
     reset_peak(device)
     model.train()
     times, losses = [], []
-    for batch in maker.epoch():
+    for batch in itertools.islice(epochs(spec, data), steps):
         start = time.perf_counter()
         parts = trainer.step(batch, gen, optimizer)
         sync(device)
@@ -176,7 +188,8 @@ def one_rank_ddp(spec: ModelSpec, data: FoldData, device: torch.device) -> dict[
 
 
 def paper_steps(device: torch.device, steps: int) -> list[dict[str, Any]]:
-    """Training step time and peak memory of the paper-size ResNet34 (model A) and EnvNet-v2 (model D)."""
+    """Training step time (in the training loop, `BatchMaker` in `prefetch` feeding `Trainer.step`) and peak memory
+    of the paper-size ResNet34 (model A) and EnvNet-v2 (model D)."""
     import bench_paper_scale as bench
 
     params_path = ROOT / "params" / "paper.yaml"
@@ -188,8 +201,10 @@ def paper_steps(device: torch.device, steps: int) -> list[dict[str, Any]]:
             (Path(tmp) / spec.kind).mkdir()
             data = bench.temporary_data(spec.kind, spec.batch, Path(tmp) / spec.kind, rng)
             reset_peak(device)
-            measured = bench.measure_steps(name, spec, data, device, warmup=1, steps=steps,
-                                           max_samples=0 if device.type == "cuda" else bench.CPU_MAX_SAMPLES)
+            # On the CPU (a dry run of this code) one timed step at bench_paper_scale's capped batch is enough.
+            cuda = device.type == "cuda"
+            measured = bench.measure_steps(name, spec, data, device, warmup=1, steps=steps if cuda else 1,
+                                           max_samples=0 if cuda else bench.CPU_MAX_SAMPLES)
             out.append({"row": f"paper {name} ({spec.family}, {spec.crop}x{spec.batch})",
                         "step s": f"{measured['step']:.3f}", "loss": "-", "finite": "-", "max |dev-cpu|": "-",
                         "lwlrap dev/cpu": "-", "tied dev/cpu": "-", "peak GiB": peak_gib(device)})
@@ -219,7 +234,8 @@ def run(inputs: Path, device_name: str, steps: int, paper: bool) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"\ngpu_smoke on {device} ({name}), torch {torch.__version__}, "
           f"{time.perf_counter() - began:.0f} s in all; step s: median per step after the first (DDP: wall time of "
-          "its cycle per step, validation included); predictions of the held-out quarter, pads (0,)\n")
+          "its cycle per step, validation included; paper: per step of the training loop, bench_paper_scale's "
+          "measure_steps); predictions of the held-out quarter, pads (0,)\n")
     print_table(rows)
 
 
