@@ -54,8 +54,8 @@ class WaveAugmentConfig:
     The time-scale factor is log-uniform in scale_range (1.25^U(-1,1)); the gain is U(-gain_db, gain_db) dB.
     `order` "crop_first": the loader crops (`crop_wave`), then the batch gets mixup, time scaling of the crop
     (linear resampling) and gain. "authors" (docs/method.md §11): the whole clip is scaled (nearest-neighbour)
-    before padding and cropping (`crop_wave_scaled`: the loader draws and copies the source samples,
-    `scaled_crop_windows`; the batch's device gathers the crops, `gather_scaled_crop`), then mixup and gain.
+    before padding and cropping (the loader draws and copies the source samples, `scaled_crop_windows`; the
+    batch's device gathers the crops, `gather_scaled_crop`), then mixup and gain.
     `mixup_mode` "linear": λ·x1 + (1-λ)·x2; "bc": BC-learning mixing, corrected for the clips' gains (`bc_mixup`).
     The authors apply every waveform augmentation to every sample: p = 1. These defaults (crop_first, linear,
     p 0.5) are fsdlib's; params/paper.yaml sets the authors' (authors, bc, 1.0) in each EnvNet's `augment`.
@@ -216,8 +216,8 @@ def gather_scaled_crop(window: torch.Tensor, crop: ScaledCrop) -> torch.Tensor:
     is sample s = shift + j of the scaled clip (wrapped into it where the crop loops), zero outside it, else clip
     sample floor(s / f) (nearest neighbour, the division in float64), scaled to float32 in [-1, 1): (B, L).
 
-    `window` (B, W) int16 and `crop` come from `scaled_crop_windows`, and its draws decide the crops bit for bit:
-    `crop_wave_scaled` is the same on the host. Nothing is read back from the device. On the CPU the rows go a few
+    `window` (B, W) int16 and `crop` come from `scaled_crop_windows`, and its draws decide the crops bit for bit.
+    Nothing is read back from the device. On the CPU the rows go a few
     at a time, so that the (rows, L) temporaries stay in the cache.
     """
     device = window.device
@@ -248,24 +248,6 @@ def _gather_scaled_rows(
     values = window.gather(1, k.clamp_(0, window.shape[1] - 1))
     torch.div(values, 32768.0, out=out)  # exact: int16 / 2^15 in float32
     out.masked_fill_(outside, 0.0)
-
-
-def crop_wave_scaled(
-    clips: list[np.ndarray],
-    length: int,
-    rng: np.random.Generator,
-    scale_range: tuple[float, float] = (0.8, 1.25),
-    p: float = 1.0,
-    pad_mode: PadMode = "zero",
-) -> np.ndarray:
-    """The authors' waveform crop (docs/method.md §11) on the host: time-scale each chosen int16 clip as a whole
-    by a log-uniform factor f in scale_range (nearest-neighbour: scaled[j] = clip[floor(j / f)], int(n·f) samples),
-    pad length/2 samples on both sides as `crop_wave` does, take a random window of `length`, scale to float32 in
-    [-1, 1). `scaled_crop_windows` then `gather_scaled_crop` (training runs the latter on the batch's device), with
-    its draws.
-    """
-    window, crop = scaled_crop_windows(clips, length, rng, scale_range, p, pad_mode)
-    return gather_scaled_crop(torch.from_numpy(window), crop).numpy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,13 +74,17 @@ def rank_device(device: torch.device, local_rank: int, visible: int) -> torch.de
                    "node's GPUs, or exactly one")
 
 
+def launched_as_group() -> bool:
+    """Whether a launcher (torchrun) started this process as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_world(device: torch.device) -> World:
     """Join the process group torchrun describes in the environment, or take part in the one the caller already
     joined (of any size); a lone process gets World() on `device`.
 
     On CUDA each rank binds its own GPU (`torch.cuda.set_device`, and `device_id` so NCCL connects eagerly)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1 and not dist.is_initialized():
+    if not launched_as_group() and not dist.is_initialized():
         return World(device=device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":

@@ -14,7 +14,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
+from fsdlib.distributed import launched_as_group
 from fsdlib.errors import FsdError
 from fsdlib.fold_data import fold_data, init_snapshot
 from fsdlib.heap import bound_kernel_cache, keep_freed_memory
 from fsdlib.inference import InferenceConfig
 from fsdlib.paths import PATHS, Paths
-from fsdlib.placement import Slot
+from fsdlib.placement import Placement, Slot, host_cores, plan_slots
 from fsdlib.progress import progress_bar
 from fsdlib.spec import ModelSpec
 from fsdlib.train import TrainResult, train_fold
@@ -57,6 +58,15 @@ def train_job(job: FoldJob, device: str, progress: bool) -> TrainResult:
                       inference=job.inference, progress=progress)
 
 
+def train_model(jobs: Sequence[FoldJob], placement: Placement, device: str, progress: bool = True) -> list[TrainResult]:
+    """Train a model's folds where `placement` puts them (`plan_slots`); under torchrun every rank trains each fold
+    together, the folds one after another (one fold over several GPUs, docs/method.md §5)."""
+    if launched_as_group():
+        return [train_job(job, device, progress) for job in jobs]
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return train_folds(jobs, plan_slots(len(jobs), placement, device, host_cores(), n_gpus), progress)
+
+
 def train_folds(jobs: Sequence[FoldJob], slots: Sequence[Slot], progress: bool = True) -> list[TrainResult]:
     """Train every job, at most one per slot at a time, in job order; the results in job order.
 
@@ -75,7 +85,7 @@ def train_folds(jobs: Sequence[FoldJob], slots: Sequence[Slot], progress: bool =
     return [_finished(job) for job in jobs]
 
 
-def _run_workers(jobs: Sequence[FoldJob], slots: Sequence[Slot], advance: object) -> None:
+def _run_workers(jobs: Sequence[FoldJob], slots: Sequence[Slot], advance: Callable[[], None]) -> None:
     """Start a worker per job as slots free up; wait for all, or stop all at the first failure."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited thread pools or CUDA state
     pending, free = list(jobs), list(slots)
@@ -97,7 +107,7 @@ def _run_workers(jobs: Sequence[FoldJob], slots: Sequence[Slot], advance: object
                     raise FsdError(f"training {job.name} fold {job.fold} failed (worker exit code {worker.exitcode}; "
                                    "its error is printed above); finished cycles of every fold resume on a rerun")
                 free.append(slot)
-                advance()  # type: ignore[operator]
+                advance()
     finally:
         for worker, _, _ in running.values():
             worker.terminate()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
-from fsdlib.fold_workers import FoldJob, train_folds, train_job
-from fsdlib.placement import host_cores, plan_slots
+from fsdlib.fold_workers import FoldJob, train_model
 from stages.common import PARAMS, fold_ids, load_params, stage
 from stages.settings import inference_config, model_spec, placement
 
@@ -22,16 +20,8 @@ def train(
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     """Train a model's folds (placement: `placement` in params.yaml); writes data/models/<model>/fold<k>/."""
-    import torch
-
     p = load_params(params)
-    folds = fold_ids(p, params) if fold is None else [fold]
-    jobs = [FoldJob(model_spec(p, model, params), model, k, inference_config(p, params)) for k in folds]
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: every rank trains each fold together
-        results = [train_job(job, device, progress) for job in jobs]
-    else:
-        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        slots = plan_slots(len(jobs), placement(p, params), device, host_cores(), n_gpus)
-        results = train_folds(jobs, slots, progress)
-    for job, result in zip(jobs, results, strict=True):
+    spec, cfg = model_spec(p, model, params), inference_config(p, params)
+    jobs = [FoldJob(spec, model, k, cfg) for k in (fold_ids(p, params) if fold is None else [fold])]
+    for job, result in zip(jobs, train_model(jobs, placement(p, params), device, progress), strict=True):
         print(f"{model} fold {job.fold}: validation lwlrap per cycle {[round(v, 4) for v in result.cycle_lwlrap]}")
