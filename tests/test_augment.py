@@ -295,8 +295,6 @@ def _naive_scaled_crops(
     return np.stack(out).astype(np.float32)
 
 
-@pytest.mark.parametrize("pad_mode", ["zero", "loop"])
-@pytest.mark.parametrize("length", [1000, 999])
 def crop_wave_scaled(clips: list[np.ndarray], length: int, rng: np.random.Generator,
                      scale_range: tuple[float, float] = (0.8, 1.25), p: float = 1.0, pad_mode: str = "zero") -> np.ndarray:
     """The authors' crop as training makes it: the loader's windows, then the batch side's gather (on the CPU)."""
@@ -304,6 +302,8 @@ def crop_wave_scaled(clips: list[np.ndarray], length: int, rng: np.random.Genera
     return gather_scaled_crop(torch.from_numpy(window), crop).numpy()
 
 
+@pytest.mark.parametrize("pad_mode", ["zero", "loop"])
+@pytest.mark.parametrize("length", [1000, 999])
 def test_crop_wave_scaled_equals_resampling_the_whole_clip(pad_mode: str, length: int) -> None:
     rng = np.random.default_rng(5)
     sizes = [5000, 1200, 1000, 300, 1, 0] * 6
