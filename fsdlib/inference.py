@@ -1,7 +1,8 @@
 """One inference path for OOF predictions, pseudo labels, test predictions and tagging (docs/method.md §8).
 
 Full-length clips, sorted by length and grouped so that padding stays within a tolerance, with caps on
-batch size and padded elements; padding TTA averages predictions over a list of pad lengths.
+batch size and padded elements; padding TTA averages predictions over a list of pad lengths. The networks are
+told each clip's length and ignore the group padding, so a clip's scores do not depend on its batch-mates.
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ def length_groups(lengths: Sequence[int], cfg: InferenceConfig, inner: int = 1) 
     return groups
 
 
-def _batch(clips: list[np.ndarray], idx: np.ndarray, kind: Kind, pad: int, pad_mode: str) -> torch.Tensor:
-    """Stack the clips of one group, each padded for TTA, then to the group's longest with silence.
+def _batch(clips: list[np.ndarray], idx: np.ndarray, kind: Kind, pad: int, pad_mode: str,
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the clips of one group, each padded for TTA, then to the group's longest; and each one's length.
 
     Log-mel TTA pads sit at each clip's silence floor (max power × 1e-8, i.e. max dB − 80) before the
-    conversion; the group padding after them takes each clip's quietest input value (0 for a silent clip).
+    conversion. The group padding after a clip is not part of it: the networks ignore it given the lengths.
     """
     if kind == "logmel":
         padded = [pad_clip(clips[i], pad, pad_mode, silence_floor(clips[i])) for i in idx]
@@ -73,13 +75,13 @@ def _batch(clips: list[np.ndarray], idx: np.ndarray, kind: Kind, pad: int, pad_m
         power = torch.zeros((len(padded), padded[0].shape[1], int(lengths.max())))
         for row, p in enumerate(padded):
             power[row, :, : len(p)] = torch.from_numpy(np.ascontiguousarray(p.T, dtype=np.float32))
-        return logmel_to_input(power, lengths)
+        return logmel_to_input(power, lengths), lengths
     waves = [pad_clip(clips[i].astype(np.float32) / 32768.0, pad, pad_mode, 0.0) for i in idx]
-    longest = max(len(w) for w in waves)
-    out = torch.zeros((len(waves), longest))
+    lengths = torch.tensor([len(w) for w in waves])
+    out = torch.zeros((len(waves), int(lengths.max())))
     for row, w in enumerate(waves):
         out[row, : len(w)] = torch.from_numpy(w)
-    return out
+    return out, lengths
 
 
 @torch.inference_mode()
@@ -115,9 +117,10 @@ def predict_clips(
         # (demo ResNet: 1.1 GB after 200 clips, 2.3 GB after 800; longest first 1.1 and 1.2), and `max_heap`
         # bounds what growth is left (README, Full FSDKaggle2019).
         for idx in reversed(length_groups(lengths, cfg, inner)):
-            x = to_device(_batch(clips, idx, kind, pad, pad_mode), device, channels_last=True)
+            x, clip_lengths = _batch(clips, idx, kind, pad, pad_mode)
+            x = to_device(x, device, channels_last=True)
             with autocast(device):
-                p = model.predict(x, activation).float().cpu().numpy()
+                p = model.predict(x, activation, clip_lengths).float().cpu().numpy()
             if preds is None:
                 preds = np.empty((len(clips), p.shape[1]), dtype=np.float64)
             preds[idx] = p

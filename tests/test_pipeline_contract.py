@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import yaml
 from conftest import refused_wavs
 from pipeline import copy_repo, run
@@ -100,8 +101,8 @@ def test_metrics_json_is_what_the_stored_predictions_score(tiny_pipeline: Path) 
 
 
 def test_fsd_tag_scores_are_the_clips_submission_rows(tiny_pipeline: Path, tmp_path: Path) -> None:
-    """Every class score `fsd tag` gives a test clip (submitted weights, csv to --output) is its submission row;
-    --weights fixed (json) gives the fixed-weight ensemble."""
+    """Every class score `fsd tag` gives a test clip (submitted weights, csv to --output) is its submission row,
+    in the whole folder and alone; --weights fixed (json) gives the fixed-weight ensemble."""
     submission = _submission(tiny_pipeline)
     n_classes = submission.shape[1]
     out = tmp_path / "tags.csv"
@@ -112,6 +113,12 @@ def test_fsd_tag_scores_are_the_clips_submission_rows(tiny_pipeline: Path, tmp_p
     tags["fname"] = [Path(f).name for f in tags["file"]]
     scores = tags.pivot(index="fname", columns="label", values="score").loc[submission.index, submission.columns]
     np.testing.assert_allclose(scores.to_numpy(), submission.to_numpy(), atol=1.5e-6)
+
+    shortest = min(submission.index, key=lambda f: sf.info(str(tiny_pipeline / "data/demo/test" / f)).frames)
+    alone = _tag(tiny_pipeline, f"data/demo/test/{shortest}", "-k", str(n_classes), "-f", "json")
+    assert alone.returncode == 0, alone.stderr  # batched with longer clips in the predict stage, alone here
+    scores = _scores_of_json(alone.stdout).loc[[shortest], submission.columns]
+    np.testing.assert_allclose(scores.to_numpy(), submission.loc[[shortest]].to_numpy(), atol=1e-5)
 
     fixed = _tag(tiny_pipeline, "data/demo/test", "-k", str(n_classes), "-f", "json", "--weights", "fixed")
     assert fixed.returncode == 0, fixed.stderr

@@ -1,4 +1,8 @@
-"""EnvNet-v2 on raw waveforms (docs/method.md §4): 1-D filter banks, a channel/height swap, then 2-D convolutions."""
+"""EnvNet-v2 on raw waveforms (docs/method.md §4): 1-D filter banks, a channel/height swap, then 2-D convolutions.
+
+No layer is padded, so in a batch padded to its longest clip each clip's own output columns see only its own
+samples; given the valid lengths, the final max pool looks at those columns only (docs/method.md §8).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,23 @@ def conv_bn_relu(
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def output_width(time_steps: list[tuple[int, int]], width: torch.Tensor) -> torch.Tensor:
+    """Columns left of inputs `width` wide after unpadded layers of (kernel, stride) over time, in order (floor, as
+    torch rounds)."""
+    for kernel, stride in time_steps:
+        width = (width - kernel) // stride + 1
+    return width
+
+
+def centre_short(wave: torch.Tensor, lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """A batch where each clip shorter than `width` sits centred in `width` zeros, as it would be alone."""
+    out = torch.zeros(wave.shape[0], max(width, wave.shape[-1]), dtype=wave.dtype, device=wave.device)
+    for row, length in enumerate(lengths.tolist()):
+        start = max(width - length, 0) // 2
+        out[row, start : start + length] = wave[row, :length]
+    return out
 
 
 def minimum_input_width(layers: list[nn.Module]) -> int:
@@ -76,12 +97,21 @@ class EnvNetV2(nn.Module):
         # Modules are registered in forward order, so the time axis can be walked layer by layer.
         time_layers = [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.MaxPool2d)]
         self.min_samples = minimum_input_width(time_layers)
+        self.time_steps = [(m.kernel_size[1], m.stride[1]) for m in time_layers]
 
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of the waveforms; with `lengths` (B,), each clip's samples from lengths[b] on are padding."""
+        if lengths is not None and bool((lengths >= wave.shape[-1]).all()):
+            lengths = None  # nothing is padded: the plain forward
+        if lengths is not None:
+            lengths = lengths.to(wave.device)
+            if bool((lengths < self.min_samples).any()):
+                wave = centre_short(wave, lengths, self.min_samples)
+                lengths = lengths.clamp(min=self.min_samples)
         short = self.min_samples - wave.shape[-1]
         if short > 0:
             wave = F.pad(wave, (short // 2, short - short // 2))
@@ -107,5 +137,8 @@ class EnvNetV2(nn.Module):
 
         x = self.conv9(x)
         x = self.conv10(x)
+        if lengths is not None:  # after the ReLU every value is ≥ 0: zeroed columns never win the max
+            columns = output_width(self.time_steps, lengths)
+            x = x * (torch.arange(x.shape[-1], device=x.device)[None, :] < columns[:, None]).to(x.dtype)[:, None, None]
         x = self.global_pool(x)
         return torch.flatten(x, 1)

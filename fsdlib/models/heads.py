@@ -81,12 +81,15 @@ class TaggingModel(nn.Module):
 
         return inference_copy(self)
 
-    def predict(self, x: torch.Tensor, activation: Activation = "sigmoid") -> torch.Tensor:
+    def predict(self, x: torch.Tensor, activation: Activation = "sigmoid", lengths: torch.Tensor | None = None,
+                ) -> torch.Tensor:
         """Class probabilities from the curated head: predictions never come from the noisy head.
 
-        Runs without gradients in the current mode; call `eval()` first for inference.
+        With `lengths` (B,), each sample's time steps from lengths[b] on are batch padding: the backbone ignores
+        them, so a clip scores as it does alone. Runs without gradients in the current mode; call `eval()` first.
         """
         check_activation(activation)
         with torch.no_grad():
-            logits = self.heads.curated(self.backbone(x))
+            features = self.backbone(x) if lengths is None else self.backbone(x, lengths)
+            logits = self.heads.curated(features)
         return torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=-1)

@@ -1,4 +1,8 @@
-"""ResNet on log-mel spectrograms (docs/method.md §4): torchvision's layout, one input channel, global max pooling."""
+"""ResNet on log-mel spectrograms (docs/method.md §4): torchvision's layout, one input channel, global max pooling.
+
+Given each clip's valid length, a padded batch gives every clip the output it gets alone (docs/method.md §8): the
+frames past a clip's end are zeroed after every layer, exactly what a convolution's own zero padding sees alone.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +36,35 @@ class BasicBlock(nn.Module):
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """`valid` (B, 1, 1, T_out), when given, zeroes each clip's frames past its end after each ReLU."""
         identity = x if self.downsample is None else self.downsample(x)
 
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
+        out = masked(out, valid)
 
         out = self.conv2(out)
         out = self.bn2(out)
 
         out = out + identity
-        return self.relu(out)
+        return masked(self.relu(out), valid)
+
+
+def masked(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """x with the time steps outside `valid` (broadcast over x) set to zero; x itself without a mask."""
+    return x if valid is None else x * valid.to(x.dtype)  # in x's dtype: under bf16 autocast x stays bf16
+
+
+def time_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, 1, 1, steps) float mask of the first lengths[b] time steps of each sample."""
+    return (torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]).float()[:, None, None, :]
+
+
+def halved(lengths: torch.Tensor) -> torch.Tensor:
+    """Valid lengths after a stride-2 layer padded as ours are (kernel 2p + 1, padding p, or 1×1): ceil(L / 2)."""
+    return (lengths + 1) // 2
 
 
 class ResNet(nn.Module):
@@ -86,7 +107,34 @@ class ResNet(nn.Module):
         stage += [BasicBlock(out_channels, out_channels) for _ in range(blocks - 1)]
         return nn.Sequential(*stage)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of x; with `lengths` (B,), each sample's frames from lengths[b] on are padding and are ignored.
+
+        Masking is exact for the max pools too: after a ReLU every value is ≥ 0, so a zeroed step never wins.
+        """
+        if lengths is not None and bool((lengths >= x.shape[-1]).all()):
+            lengths = None  # nothing is padded: the plain forward
+        if lengths is None:
+            return self._forward(x)
+        lengths = lengths.to(x.device)
+        x = masked(x, time_mask(lengths, x.shape[-1]))
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        lengths = halved(lengths)
+        x = masked(x, time_mask(lengths, x.shape[-1]))
+        x = self.maxpool(x)
+        lengths = halved(lengths)
+        x = masked(x, time_mask(lengths, x.shape[-1]))  # a pool window may reach one step past the end
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                if block.conv1.stride[-1] == 2:
+                    lengths = halved(lengths)
+                x = block(x, time_mask(lengths, (x.shape[-1] + block.conv1.stride[-1] - 1) // block.conv1.stride[-1]))
+        x = self.global_pool(x)
+        return torch.flatten(x, 1)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.bn1(x)
         x = self.relu(x)
