@@ -84,7 +84,8 @@ def test_predict_clips_runs_the_model_on_the_given_device(monkeypatch: pytest.Mo
     model = TaggingModel(nn.Flatten(), MultitaskHeads(8 * 4, N_CLASSES, hidden=8))
     seen = []
 
-    def predict(self: TaggingModel, x: torch.Tensor, activation: str = "sigmoid") -> torch.Tensor:
+    def predict(self: TaggingModel, x: torch.Tensor, activation: str = "sigmoid",
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
         seen.append((next(self.parameters()).device, x.device))
         raise Stop
 
