@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 
@@ -104,10 +105,33 @@ def test_float_input_matches_int16(extractor: LogMelExtractor) -> None:
 
 
 def test_threads_and_chunks_do_not_change_results(ours: dict[str, np.ndarray]) -> None:
+    """Chunks of 37 frames on one thread and on four give the default extractor's spectrograms. The thread count is
+    explicit: torch's default is 1 under pytest-xdist (conftest.py), which would leave the threaded path untested;
+    the first two workers each hold a chunk until the other has one too, so two threads surely share the work."""
     waves = list(SIGNALS.values())
     single = LogMelExtractor(CFG, chunk_frames=37, threads=1)(waves)
     for got, expected in zip(single, ours.values(), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+    threaded = LogMelExtractor(CFG, chunk_frames=37, threads=4)
+    chunk, meet, lock, workers = threaded._chunk, threading.Barrier(2), threading.Lock(), set()
+
+    def first_two_workers_meet(*task) -> None:
+        assert threading.current_thread() is not threading.main_thread(), "the chunks ran on the calling thread"
+        with lock:
+            new_worker = threading.get_ident() not in workers
+            workers.add(threading.get_ident())
+            wait = new_worker and len(workers) <= 2
+        if wait:
+            meet.wait(timeout=60)  # reached at once by the second worker; the timeout only ends a broken run
+        chunk(*task)
+
+    threaded._chunk = first_two_workers_meet
+    threads_before = torch.get_num_threads()
+    got = threaded(waves)
+    assert torch.get_num_threads() == threads_before  # the workers' single-thread setting does not leak
+    assert len(workers) >= 2
+    for mel, expected in zip(got, single, strict=True):
+        np.testing.assert_allclose(mel, expected, rtol=1e-6)
 
 
 def test_silent_clip_is_zero_power_and_a_zero_network_input(extractor: LogMelExtractor) -> None:

@@ -327,3 +327,48 @@ def test_silent_logmel_clip_in_a_group_predicts_as_an_all_zero_input(models: dic
     grouped = predict_clips(model, [silent, normal], "logmel", "sigmoid", device="cpu")
     np.testing.assert_allclose(grouped[0], _predict_alone(model, np.zeros((N_MELS, 40))), atol=ATOL)
     assert np.abs(grouped[0] - _predict_alone(model, np.zeros((N_MELS, 45)))).max() > 10 * ATOL
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory caps of predict_clips' batches
+
+
+class _MeanBackbone(nn.Module):
+    """One feature per sample, whatever else the model passes it (clip lengths)."""
+
+    out_features = 1
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return x.flatten(1).mean(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("kind", ["wave", "logmel"])
+def test_predict_clips_caps_waveform_batches_by_samples_and_logmel_batches_by_elements(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waveform batches hold at most `max_samples` samples (batch × padded length); log-mel batches at most
+    `max_elements` values (batch × padded frames × mels), `max_samples` not applying to them. A clip longer than
+    the cap stands alone. Every batch the model is given is recorded, whatever predict's other arguments."""
+    shapes: list[tuple[int, ...]] = []
+    predict = TaggingModel.predict
+
+    def recording_predict(self: TaggingModel, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        shapes.append(tuple(x.shape))
+        return predict(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(TaggingModel, "predict", recording_predict)
+    model = TaggingModel(_MeanBackbone(), MultitaskHeads(1, N_CLASSES, hidden=4))
+    rng = np.random.default_rng(10)
+    lengths = [1000, 1100, 900, 1050, 950, 1200, 1000, 5000]  # similar lengths (tolerance 1.0), and one long clip
+    if kind == "wave":
+        clips = [_wave(n, rng) for n in lengths]
+        cfg, cap, inner = InferenceConfig(tolerance=1.0, max_samples=3_000), 3_000, 1
+    else:
+        clips = [_logmel(n // 50, rng) for n in lengths]  # 18 to 24 frames, and 100
+        cfg, cap, inner = InferenceConfig(tolerance=1.0, max_samples=10, max_elements=60 * N_MELS), 60 * N_MELS, N_MELS
+    preds = predict_clips(model, clips, kind, "sigmoid", cfg=cfg, device="cpu")
+    assert preds.shape == (len(clips), N_CLASSES)
+    sizes = [int(np.prod(shape)) for shape in shapes]  # batch × padded length (× 1 × mels for log-mels)
+    assert sum(shape[0] for shape in shapes) == len(clips)  # every clip predicted once
+    assert [shape for shape, size in zip(shapes, sizes, strict=True) if shape[0] > 1 and size > cap] == []
+    assert max(shape[0] for shape in shapes) > 1  # the cap still groups clips: it is not one clip per batch
+    assert [size for shape, size in zip(shapes, sizes, strict=True) if size > cap] == [len(clips[-1]) * inner]
