@@ -7,6 +7,7 @@ so far. It holds only tensors, containers, numbers and strings, and is read with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from fsdlib.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 RESUME = "resume.pt"
+PACKAGE = Path(__file__).resolve().parent  # the library's sources: a state written by other code is stale
 
 
 def file_digest(path: Path) -> str:
@@ -39,16 +41,30 @@ def store_digest(store: Any) -> str:
     return "+".join(file_digest(p) for p in paths)
 
 
+@functools.cache
+def code_digest(package: Path = PACKAGE) -> str:
+    """sha256 over the paths and bytes of a package's Python sources."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _array_digest(array: np.ndarray | None) -> str | None:
+    return None if array is None else hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 def fingerprint(spec: ModelSpec, data: FoldData, name: str, fold: int, init: Path | None) -> str:
-    """What a resume state must match: the settings, the fold split, the stores' contents and the initial weights.
+    """What a resume state must match: the settings, the fold split, the stores' contents, every target, the
+    initial weights and the library's code (a run killed before `dvc exp run -S ...` or a code change starts over).
 
     Hashing the stores reads them once per training start, a few seconds per GB: small beside training on them.
     """
     parts = [asdict(spec), name, fold, data.train_idx.tolist(), data.val_idx.tolist(), store_digest(data.curated),
-             None if data.noisy is None else store_digest(data.noisy),
-             hashlib.sha256(np.ascontiguousarray(data.curated_targets).tobytes()).hexdigest(),
-             None if init is None else file_digest(init),
-             None if data.spl_targets is None else hashlib.sha256(data.spl_targets.tobytes()).hexdigest()]
+             None if data.noisy is None else store_digest(data.noisy), _array_digest(data.curated_targets),
+             None if init is None else file_digest(init), _array_digest(data.spl_targets),
+             _array_digest(data.noisy_targets), _array_digest(data.spl_noisy_idx), _array_digest(data.truth),
+             code_digest()]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
@@ -94,6 +110,15 @@ def load_init_weights(model: torch.nn.Module, path: Path) -> None:
                        f"unexpected {unexpected[:3]})", path)
 
 
+@dataclass(frozen=True)
+class BestEpoch:
+    """The validated epoch with the highest lwlrap (the first, on ties) and its predictions of the held-out clips."""
+
+    epoch: int
+    lwlrap: float
+    preds: np.ndarray
+
+
 @dataclass
 class ResumeState:
     """Everything after cycle `cycle` that an uninterrupted run would still hold in memory."""
@@ -104,13 +129,16 @@ class ResumeState:
     history: list[dict[str, float]]  # one logged row per epoch
     oof: list[np.ndarray]  # validation predictions, one (n_val, C) array per finished cycle
     lr_steps: list[float]  # the learning rate of every optimiser step
+    best: BestEpoch | None = None  # the best validated epoch so far
 
     def save(self, state_dir: Path, fingerprint: str) -> None:
         """Write resume.pt (after the cycle's snapshot, which it refers to)."""
+        best = None if self.best is None else {"epoch": self.best.epoch, "lwlrap": self.best.lwlrap,
+                                               "preds": torch.from_numpy(self.best.preds)}
         save({"fingerprint": fingerprint, "cycle": self.cycle, "optimizer": self.optimizer,
               "scheduler": self.scheduler, "history": self.history,
               "oof": [torch.from_numpy(p) for p in self.oof],
-              "lr_steps": torch.tensor(self.lr_steps, dtype=torch.float64)}, state_dir / RESUME)
+              "lr_steps": torch.tensor(self.lr_steps, dtype=torch.float64), "best": best}, state_dir / RESUME)
 
     @classmethod
     def load(cls, state_dir: Path, fingerprint: str) -> ResumeState | None:
@@ -123,11 +151,19 @@ class ResumeState:
         except Exception as exc:  # a damaged or foreign state is not fatal: start over
             log.warning("%s: ignoring unreadable resume state (%s)", path, exc)
             return None
-        if state.get("fingerprint") != fingerprint:
-            log.info("%s: settings or data changed since the resume state was written; starting over", path)
+        if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+            log.info("%s: settings, data or code changed since the resume state was written; starting over", path)
             return None
-        if not snapshot_path(state_dir, state["cycle"]).is_file():
+        try:
+            best = state.get("best")
+            loaded = cls(int(state["cycle"]), state["optimizer"], state["scheduler"], state["history"],
+                         [t.numpy() for t in state["oof"]], state["lr_steps"].tolist(),
+                         None if best is None else BestEpoch(int(best["epoch"]), float(best["lwlrap"]),
+                                                             best["preds"].numpy()))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            log.warning("%s: ignoring a resume state of another layout (%r); starting over", path, exc)
+            return None
+        if not snapshot_path(state_dir, loaded.cycle).is_file():
             log.warning("%s: its snapshot is missing; starting over", path)
             return None
-        return cls(state["cycle"], state["optimizer"], state["scheduler"], state["history"],
-                   [t.numpy() for t in state["oof"]], state["lr_steps"].tolist())
+        return loaded
