@@ -21,9 +21,11 @@ from fsdlib.spec import check_choice, check_pad_mode
 
 PadMode = Literal["zero", "loop"]
 WaveOrder = Literal["crop_first", "authors"]
-MixupMode = Literal["linear", "bc"]
+MixupMode = Literal["linear", "bc", "authors"]
 WAVE_ORDERS = ("crop_first", "authors")
-MIXUP_MODES = ("linear", "bc")
+MIXUP_MODES = ("linear", "bc", "authors")
+ADDITIONAL_CROP_MODES = ("time", "authors")  # docs/method.md §15
+FREQ_MASK_MODES = ("paper", "authors")
 # BC learning's clip gain (Tokozume et al.; the authors' utils.compute_gain at 44.1 kHz): the mean power of
 # 4096-sample windows every 2048 samples of the [-1, 1) waveform, in dB, floored at -80 dB, maximised over windows.
 # (The authors apply it to int16 values, which moves the floor 90 dB lower: only near-silent clips differ.)
@@ -34,7 +36,13 @@ BC_MIN_DB = -80.0
 
 @dataclass(frozen=True)
 class LogMelAugmentConfig:
-    """Switches and ranges of the log-mel augmentations (applied: additional crop, mixup, gain, mask)."""
+    """Switches and ranges of the log-mel augmentations (applied: additional crop, mixup, gain, mask).
+
+    `additional_crop_mode` "time" keeps a random time window of the content (the paper); "authors" does that only for
+    clips shorter than the crop and zeroes mel bins outside a random band for the others, as the authors' code did.
+    `freq_mask_mode` "paper" zeroes U{freq_mask_range} consecutive bins; "authors" zeroes ±w bins around a random bin,
+    w from freq_mask_range (upper end excluded), clipped at the edges (docs/method.md §15).
+    """
 
     mixup: bool = True
     gain: bool = True
@@ -45,6 +53,12 @@ class LogMelAugmentConfig:
     freq_mask_range: tuple[int, int] = (8, 32)
     additional_crop_range: tuple[float, float] = (0.25, 1.0)
     mixup_alpha: float = 1.0
+    additional_crop_mode: str = "time"
+    freq_mask_mode: str = "paper"
+
+    def __post_init__(self) -> None:
+        check_choice("additional_crop_mode", self.additional_crop_mode, ADDITIONAL_CROP_MODES)
+        check_choice("freq_mask_mode", self.freq_mask_mode, FREQ_MASK_MODES)
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,8 @@ class WaveAugmentConfig:
     (linear resampling) and gain. "authors" (docs/method.md §11): the whole clip is scaled (nearest-neighbour)
     before padding and cropping (the loader draws and copies the source samples, `scaled_crop_windows`; the
     batch's device gathers the crops, `gather_scaled_crop`), then mixup and gain.
-    `mixup_mode` "linear": λ·x1 + (1-λ)·x2; "bc": BC-learning mixing, corrected for the clips' gains (`bc_mixup`).
+    `mixup_mode` "linear": λ·x1 + (1-λ)·x2; "bc": BC-learning mixing, corrected for the clips' gains (`bc_mixup`);
+    "authors": the authors' code, which BC-mixed each clip with itself: labels mixed, audio only scaled (`self_mixup`).
     The authors apply every waveform augmentation to every sample: p = 1. These defaults (crop_first, linear,
     p 0.5) are fsdlib's; params/paper.yaml sets the authors' (authors, bc, 1.0) in each EnvNet's `augment`.
     """
@@ -334,6 +349,18 @@ def bc_mixup(
     return mixed, _mix_targets(targets, partner, r)
 
 
+def self_mixup(
+    wave: torch.Tensor, targets: torch.Tensor, p: float, alpha: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' waveform mixup (docs/method.md §15): their code BC-mixed each clip with itself, so with r drawn
+    and paired as `bc_mixup` does, the labels mix by r while the audio is only scaled by 1 / sqrt(r² + (1 - r)²)."""
+    batch = len(wave)
+    if batch < 2:
+        return wave, targets
+    partner, r = _mixup_pairs(batch, p, alpha, gen, wave.device)
+    return wave / _broadcast(torch.sqrt(r.square() + (1 - r).square()), wave), _mix_targets(targets, partner, r)
+
+
 def _apply_gain(x: torch.Tensor, factor: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """Multiply each chosen sample by its factor; the others stay as they are."""
     factor = torch.where(_chosen(gen, len(x), p, x.device), factor, torch.ones_like(factor))
@@ -352,29 +379,51 @@ def random_gain_db(x: torch.Tensor, p: float, max_db: float, gen: torch.Generato
 
 
 def additional_crop(
-    power: torch.Tensor, valid: torch.Tensor | np.ndarray, p: float, fraction: tuple[float, float], gen: torch.Generator
+    power: torch.Tensor, valid: torch.Tensor | np.ndarray, p: float, fraction: tuple[float, float], gen: torch.Generator,
+    mode: str = "time",
 ) -> torch.Tensor:
     """Keep a random sub-window of each chosen sample's content span, `fraction` of its length, and
-    zero every other frame. `valid` is (B, 2): [start, stop) frames of content."""
-    batch, frames = len(power), power.shape[-1]
+    zero every other frame. `valid` is (B, 2): [start, stop) frames of content.
+
+    Mode "authors" (docs/method.md §15): a sample whose content fills the crop (a clip longer than it) keeps instead
+    the mel bins [s, s + k) with k = ⌊rate · frames⌋ and s uniform in 0..frames - k - 1 (0 when k = frames), zeroing
+    the others: with 128 bins and long crops that zeroes the lowest s bins, or every bin when s ≥ 128."""
+    batch, n_mels, frames = power.shape
     valid = torch.as_tensor(valid, device=power.device)
     span = valid[:, 1] - valid[:, 0]
-    kept = torch.ceil(_uniform(gen, batch, *fraction, power.device) * span).long()
-    kept = torch.minimum(kept.clamp(min=1), span)
-    start = valid[:, 0] + torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (span - kept + 1)).long()
+    rate = _uniform(gen, batch, *fraction, power.device)
+    position = _uniform(gen, batch, 0.0, 1.0, power.device)
+    kept = torch.minimum(torch.ceil(rate * span).long().clamp(min=1), span)
+    start = valid[:, 0] + torch.floor(position * (span - kept + 1)).long()
     time = torch.arange(frames, device=power.device)
-    keep = (time >= start[:, None]) & (time < (start + kept)[:, None])
-    keep |= ~_chosen(gen, batch, p, power.device)[:, None]
-    return power * keep[:, None, :].to(power.dtype)
+    keep = ((time >= start[:, None]) & (time < (start + kept)[:, None]))[:, None, :]
+    if mode == "authors":
+        band = torch.floor(rate * frames).long()
+        low = torch.floor(position * (frames - band)).long()
+        mel = torch.arange(n_mels, device=power.device)
+        keep_bins = ((mel >= low[:, None]) & (mel < (low + band)[:, None]))[:, :, None]
+        fills = (span >= frames)[:, None, None]
+        keep = torch.where(fills, keep_bins.expand(-1, -1, frames), keep.expand(-1, n_mels, -1))
+    keep = keep | ~_chosen(gen, batch, p, power.device)[:, None, None]
+    return power * keep.to(power.dtype)
 
 
-def freq_mask(power: torch.Tensor, p: float, widths: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
-    """Zero a band of U{widths} consecutive mel bins (clamped to n_mels) in each chosen sample."""
+def freq_mask(power: torch.Tensor, p: float, widths: tuple[int, int], gen: torch.Generator,
+              mode: str = "paper") -> torch.Tensor:
+    """Zero a band of U{widths} consecutive mel bins (clamped to n_mels) in each chosen sample.
+
+    Mode "authors" (docs/method.md §15): the bins [c - w, c + w) clipped to the spectrogram, c uniform over the bins
+    and w uniform in widths[0]..widths[1] - 1: 8 to 62 bins for (8, 32), wider on average than the paper's band."""
     batch, n_mels = len(power), power.shape[1]
-    low, high = min(widths[0], n_mels), min(widths[1], n_mels)
-    width = low + torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (high - low + 1)).long()
-    start = torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (n_mels - width + 1)).long()
     mel = torch.arange(n_mels, device=power.device)
+    if mode == "authors":
+        half = widths[0] + torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (widths[1] - widths[0])).long()
+        centre = torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * n_mels).long()
+        start, width = (centre - half).clamp(min=0), (centre + half).clamp(max=n_mels) - (centre - half).clamp(min=0)
+    else:
+        low, high = min(widths[0], n_mels), min(widths[1], n_mels)
+        width = low + torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (high - low + 1)).long()
+        start = torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (n_mels - width + 1)).long()
     masked = (mel >= start[:, None]) & (mel < (start + width)[:, None])
     masked &= _chosen(gen, batch, p, power.device)[:, None]
     return power * (~masked)[:, :, None].to(power.dtype)
@@ -390,13 +439,13 @@ def augment_logmel(
     """Augment cropped power spectrograms (B, n_mels, T) and their targets (B, C): additional crop,
     mixup, gain, frequency mask. `valid` is the (B, 2) content span from `crop_logmel`."""
     if cfg.additional_crop:
-        power = additional_crop(power, valid, cfg.p, cfg.additional_crop_range, gen)
+        power = additional_crop(power, valid, cfg.p, cfg.additional_crop_range, gen, cfg.additional_crop_mode)
     if cfg.mixup:
         power, targets = mixup(power, targets, cfg.p, cfg.mixup_alpha, gen)
     if cfg.gain:
         power = random_gain(power, cfg.p, *cfg.gain_range, gen)
     if cfg.freq_mask:
-        power = freq_mask(power, cfg.p, cfg.freq_mask_range, gen)
+        power = freq_mask(power, cfg.p, cfg.freq_mask_range, gen, cfg.freq_mask_mode)
     return power, targets
 
 
@@ -456,7 +505,7 @@ def augment_wave(
     """Augment cropped waveforms (B, L) and targets (B, C): mixup with another sample (linear or BC), time
     scaling (unless the loader already scaled the whole clip: order "authors"), gain of ±gain_db dB."""
     if cfg.mixup:
-        mix = bc_mixup if cfg.mixup_mode == "bc" else mixup
+        mix = {"linear": mixup, "bc": bc_mixup, "authors": self_mixup}[cfg.mixup_mode]
         wave, targets = mix(wave, targets, cfg.p, cfg.mixup_alpha, gen)
     if cfg.time_scale and cfg.order == "crop_first":
         wave = time_scale(wave, cfg.p, cfg.scale_range, gen)

@@ -33,6 +33,8 @@ def model_predictions(name: str, spec: ModelSpec, folds: Sequence[int], cfg: Inf
 
     `oof` is (cycles, pads, curated clips, C), its rows of folds not listed NaN; `test` is (cycles, pads, test clips,
     C). The cycles are the spec's snapshot_cycles (all when unset), the pads its tta_pads (pad 0 when empty).
+    A model validated every epoch (`validate_every`) adds `best_oof` (curated clips, C): each fold's predictions at
+    its best epoch, as training recorded them (no pad), and `best_epochs` per listed fold.
     """
     classes, labels = read_label_table(paths.labels)
     test, _ = open_subset("test", spec.kind, labels, paths.features)
@@ -51,9 +53,28 @@ def model_predictions(name: str, spec: ModelSpec, folds: Sequence[int], cfg: Inf
                                                                [[curated[int(i)] for i in held_out], test_clips],
                                                                pads, cfg, device)
         test_sum += test_fold
-    return {"test_fnames": np.array(test.fnames), "test": (test_sum / len(folds)).astype(np.float32),
-            "curated_fnames": np.array(curated.fnames), "curated_folds": assignment, "oof": oof,
-            "cycles": np.array(cycles), "pads": np.array(pads), "classes": np.array(classes)}
+    out = {"test_fnames": np.array(test.fnames), "test": (test_sum / len(folds)).astype(np.float32),
+           "curated_fnames": np.array(curated.fnames), "curated_folds": assignment, "oof": oof,
+           "cycles": np.array(cycles), "pads": np.array(pads), "classes": np.array(classes)}
+    if spec.validate_every == "epoch":
+        out |= best_epoch_oof(name, folds, list(curated.fnames), len(classes), paths)
+    return out
+
+
+def best_epoch_oof(name: str, folds: Sequence[int], fnames: list[str], n_classes: int,
+                   paths: Paths = PATHS) -> dict[str, np.ndarray]:
+    """Each fold's best-epoch predictions of its held-out clips (from its oof.npz), placed by clip name."""
+    row = {f: i for i, f in enumerate(fnames)}
+    best = np.full((len(fnames), n_classes), np.nan, dtype=np.float32)
+    epochs = []
+    for k in folds:
+        path = paths.fold_dir(name, k) / "oof.npz"
+        with np.load(path) as z:
+            if "best_preds" not in z.files:
+                raise FsdError("no best-epoch predictions (trained before validate_every: epoch? rerun train)", path)
+            best[[row[str(f)] for f in z["fnames"]]] = z["best_preds"]
+            epochs.append(int(z["best_epoch"]))
+    return {"best_oof": best, "best_epochs": np.array(epochs)}
 
 
 def teacher_predictions(name: str, spec: ModelSpec, folds: Sequence[int], cfg: InferenceConfig, device: str = "auto",

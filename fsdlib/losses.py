@@ -1,5 +1,6 @@
 """Training losses (docs/method.md §5), all on raw logits: the authors' defects (double sigmoid, KL against
-un-normalised multi-hot targets) are not reproduced; their loss scale is an option (docs/method.md §11)."""
+un-normalised multi-hot targets) are not reproduced by default; their loss scale and their double sigmoid are
+options (docs/method.md §11, §15)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from fsdlib.spec import LOSS_REDUCTIONS, check_activation, check_choice
 Reduction = Literal["row_sum", "authors"]
 
 
-def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of sigmoid(logits) against (possibly soft) targets, mean over all entries."""
-    return F.binary_cross_entropy_with_logits(logits, targets)
+def bce_loss(logits: torch.Tensor, targets: torch.Tensor, mode: str = "bce") -> torch.Tensor:
+    """Binary cross-entropy of sigmoid(logits) against (possibly soft) targets, mean over all entries; with mode
+    "authors", of sigmoid(sigmoid(logits)), as the authors' code computed it (docs/method.md §15): a bounded loss,
+    nearly flat where the model doubts a positive."""
+    return F.binary_cross_entropy_with_logits(torch.sigmoid(logits) if mode == "authors" else logits, targets)
 
 
 def kl_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: Reduction = "row_sum") -> torch.Tensor:
@@ -34,12 +37,15 @@ def kl_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: Redu
 
 
 def head_loss(
-    logits: torch.Tensor, targets: torch.Tensor, activation: Activation, reduction: Reduction = "row_sum"
+    logits: torch.Tensor, targets: torch.Tensor, activation: Activation, reduction: Reduction = "row_sum",
+    bce_mode: str = "bce",
 ) -> torch.Tensor:
-    """The loss matching the output activation: BCE for sigmoid models, KL for softmax models."""
+    """The loss matching the output activation: BCE (`bce_mode`) for sigmoid models, KL for softmax models."""
     check_activation(activation)
     check_choice("reduction", reduction, LOSS_REDUCTIONS)
-    return bce_loss(logits, targets) if activation == "sigmoid" else kl_softmax_loss(logits, targets, reduction)
+    if activation == "sigmoid":
+        return bce_loss(logits, targets, bce_mode)
+    return kl_softmax_loss(logits, targets, reduction)
 
 
 def spl_mse_loss(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
@@ -58,18 +64,21 @@ def multitask_loss(
     spl_targets: torch.Tensor | None = None,
     spl_weight: float = 20.0,
     reduction: Reduction = "row_sum",
+    curated_bce: str = "bce",
+    noisy_bce: str = "bce",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Curated loss + noisy_weight · noisy loss + spl_weight · SPL loss, each term only when given;
-    `reduction` scales the curated and noisy KL terms (see `Reduction`).
+    `reduction` scales the curated and noisy KL terms (see `Reduction`); `curated_bce` and `noisy_bce` choose each
+    sigmoid head's BCE ("bce" or "authors", `bce_loss`).
 
     Returns the total (for backward) and the unweighted components by name ("curated", "noisy",
     "spl") as detached 0-d tensors for logging (on the logits' device: reading them waits for the device).
     """
-    curated = head_loss(curated_logits, curated_targets, activation, reduction)
+    curated = head_loss(curated_logits, curated_targets, activation, reduction, curated_bce)
     total = curated
     components = {"curated": curated.detach()}
     if noisy_logits is not None and noisy_targets is not None:
-        noisy = head_loss(noisy_logits, noisy_targets, activation, reduction)
+        noisy = head_loss(noisy_logits, noisy_targets, activation, reduction, noisy_bce)
         total = total + noisy_weight * noisy
         components["noisy"] = noisy.detach()
     if spl_logits is not None and spl_targets is not None:

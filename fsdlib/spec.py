@@ -22,6 +22,8 @@ ACTIVATIONS = ("sigmoid", "softmax")
 OPTIMIZERS = ("adam", "sgd")
 PAD_MODES = ("zero", "loop")  # silence, or copies of the clip
 LOSS_REDUCTIONS = ("authors", "row_sum")  # KL over batch x classes (PyTorch's default) | summed per row
+BCE_MODES = ("bce", "authors")  # a sigmoid head's BCE: correct | on sigmoid(logits), the authors' double sigmoid
+VALIDATE_EVERY = ("cycle", "epoch")  # validation lwlrap after each cycle | after each epoch (the paper's Table 1 CV)
 SPL_VARIANTS = ("all_folds", "leak_free")
 
 
@@ -68,6 +70,9 @@ class ModelSpec:
     # The authors' training dynamics (docs/method.md §11) are the defaults; params.yaml may choose otherwise.
     loss_reduction: str = "authors"  # authors (KL averaged over batch x classes) | row_sum (KL summed per row)
     separate_passes: bool = True  # curated, noisy and SPL parts each through the network alone (per-part BN statistics)
+    # The authors' double sigmoid (docs/method.md §15): their A, B, C and D on the noisy head, D on the curated head too.
+    noisy_loss: str = "bce"  # bce | authors (sigmoid models only)
+    curated_loss: str = "bce"  # bce | authors (sigmoid models only)
     init_from: str | None = None  # another model's name: start from its same-fold final snapshot
     pad_mode: str = "zero"  # zero | loop, for short training crops and TTA pads
     seed: int = 0
@@ -77,6 +82,9 @@ class ModelSpec:
     augment: dict[str, Any] = field(default_factory=dict)
     spl: dict[str, Any] = field(default_factory=dict)  # soft pseudo labels: {variant, weight}; empty = off
     snapshot_cycles: tuple[int, ...] | None = None  # cycles used at prediction time (1-based); None = all
+    # "epoch" also validates after every epoch and keeps each fold's best epoch's OOF predictions: the paper's reading
+    # of Table 1 (docs/method.md §15). It costs one pass over the fold's validation clips per epoch.
+    validate_every: str = "cycle"
     tta_pads: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -86,6 +94,9 @@ class ModelSpec:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_pad_mode(self.pad_mode)
         check_choice("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+        check_choice("noisy_loss", self.noisy_loss, BCE_MODES)
+        check_choice("curated_loss", self.curated_loss, BCE_MODES)
+        check_choice("validate_every", self.validate_every, VALIDATE_EVERY)
         checks = [
             (isinstance(self.separate_passes, bool) and isinstance(self.nesterov, bool),
              f"separate_passes and nesterov must be true or false, got {self.separate_passes!r}, {self.nesterov!r}"),
@@ -98,6 +109,8 @@ class ModelSpec:
             (not self.spl or self.spl.get("variant") in SPL_VARIANTS,
              f"spl.variant must be {' or '.join(SPL_VARIANTS)}, got {self.spl.get('variant')!r}"),
             (not self.spl or self.activation == "sigmoid", "soft pseudo labels train a sigmoid curated head"),
+            (self.activation == "sigmoid" or self.noisy_loss == self.curated_loss == "bce",
+             "noisy_loss and curated_loss choose a sigmoid head's BCE: a softmax model takes bce (KL is its loss)"),
             (not self.snapshot_cycles or all(0 < c <= self.cycles for c in self.snapshot_cycles),
              f"snapshot_cycles must lie in 1..{self.cycles}, got {self.snapshot_cycles}"),
         ]

@@ -27,7 +27,7 @@ from fsdlib.losses import multitask_loss
 from fsdlib.metrics import lwlrap
 from fsdlib.models import TaggingModel
 from fsdlib.progress import progress_bar
-from fsdlib.resume import ResumeState, fingerprint, load_init_weights, publish_snapshot, save_cycle, snapshot_path
+from fsdlib.resume import BestEpoch, ResumeState, fingerprint, load_init_weights, publish_snapshot, save_cycle, snapshot_path
 from fsdlib.schedule import build_optimizer, cyclic_cosine_scheduler
 from fsdlib.spec import ModelSpec
 
@@ -116,7 +116,8 @@ class Trainer:
         loss, components = multitask_loss(
             logits["curated"], targets["curated"], logits.get("noisy"), targets.get("noisy"), self.spec.activation,
             noisy_weight=self.spec.noisy_weight, spl_logits=logits.get("spl"), spl_targets=targets.get("spl"),
-            spl_weight=self.spec.spl_weight, reduction=self.spec.loss_reduction)
+            spl_weight=self.spec.spl_weight, reduction=self.spec.loss_reduction, curated_bce=self.spec.curated_loss,
+            noisy_bce=self.spec.noisy_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -148,6 +149,7 @@ class FoldTraining:
         self.history: list[dict[str, float]] = []  # one row per epoch (rank 0 only)
         self.lr_steps: list[float] = []  # the learning rate of every optimiser step so far
         self.oof: list[np.ndarray] = []  # validation predictions of each finished cycle (rank 0 only)
+        self.best: BestEpoch | None = None  # the best validated epoch so far (rank 0 only)
         if state_dir is not None:
             self.resume(state_dir, key)
         self.trainer = Trainer(spec, self.model, dev, self.world)  # under DDP: rank 0's weights broadcast, after resume
@@ -159,7 +161,14 @@ class FoldTraining:
         if self.world.is_main:
             state = ResumeState.load(state_dir, key)
             if state is not None:
-                found = state, torch.load(snapshot_path(state_dir, state.cycle), map_location="cpu", weights_only=True)
+                snapshot = snapshot_path(state_dir, state.cycle)
+                try:
+                    found = state, torch.load(snapshot, map_location="cpu", weights_only=True)
+                except Exception as exc:  # damaged: start over, as for a damaged state (fsdlib/resume.py)
+                    log.warning("%s: ignoring an unreadable snapshot (%s); starting over", snapshot, exc)
+                if found is not None and not fits(self.model, found[1]):  # written by code that built another network
+                    log.warning("%s: its weights do not fit this network; starting over", snapshot)
+                    found = None
         found = self.world.from_main(found)
         if found is not None:
             self.restore(*found)
@@ -170,10 +179,13 @@ class FoldTraining:
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
         self.cycle, self.history, self.oof, self.lr_steps = state.cycle, state.history, state.oof, state.lr_steps
+        self.best = state.best
         log.info("%s fold %d: resuming after cycle %d of %d", self.name, self.fold, self.cycle, self.spec.cycles)
 
-    def train_cycle(self, progress: bool) -> list[dict[str, float]]:
-        """Train the next cycle, its randomness seeded from (seed, name, fold, cycle); one logged row per epoch."""
+    def train_cycle(self, progress: bool, after_epoch: Callable[[dict[str, float]], None] | None = None,
+                    ) -> list[dict[str, float]]:
+        """Train the next cycle, its randomness seeded from (seed, name, fold, cycle); one logged row per epoch.
+        `after_epoch(row)` runs after each epoch but the cycle's last (which the cycle's validation covers)."""
         spec, cycle, name, fold = self.spec, self.cycle, self.name, self.fold
         # Augmentation draws are made on the batch's device (a CPU generator on the CPU: the same numbers as ever).
         gen = torch.Generator(self.device).manual_seed(spec.seed_for(name, fold, cycle, "augment"))
@@ -197,6 +209,9 @@ class FoldTraining:
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["epoch"] = cycle * spec.epochs_per_cycle + epoch + 1
             rows.append(row)
+            if after_epoch is not None and epoch + 1 < spec.epochs_per_cycle:
+                after_epoch(row)
+                self.model.train()
         self.cycle += 1
         return rows
 
@@ -210,24 +225,34 @@ class FoldTraining:
                 raise FsdError(f"non-finite loss ({total}) in model {where} step {step + 1}; no weights were saved")
         return {key: sum(values[i] for values in steps) for i, key in enumerate(names)}
 
-    def validate(self, inference: InferenceConfig) -> float:
-        """Predict the held-out curated clips with the current weights; keep them as this cycle's OOF."""
+    def validate(self, inference: InferenceConfig, epoch: int, cycle_end: bool = True) -> float:
+        """Predict the held-out curated clips with the current weights (after `epoch`, 1-based over the run); at a
+        cycle's end keep them as this cycle's OOF. The best epoch so far keeps its predictions too."""
         d, spec = self.data, self.spec
         preds = predict_clips(self.model, [d.curated[int(i)] for i in d.val_idx], spec.kind, spec.activation, (0,),
                               spec.pad_mode, inference, self.device)
-        self.oof.append(preds)
+        if cycle_end:
+            self.oof.append(preds)
         score = lwlrap(d.val_truth, preds)
-        log.info("%s fold %d cycle %d: validation lwlrap %.4f", self.name, self.fold, self.cycle, score)
+        if self.best is None or score > self.best.lwlrap:
+            self.best = BestEpoch(epoch, score, preds)
+        log.info("%s fold %d epoch %d: validation lwlrap %.4f", self.name, self.fold, epoch, score)
         return score
 
     def write_outputs(self, out_dir: Path) -> TrainResult:
         """oof.npz (every cycle's predictions of the held-out clips) and metrics.json."""
         d = self.data
         fnames = np.array([d.curated.fnames[int(i)] for i in d.val_idx])
+        best = {} if self.best is None else {"best_preds": self.best.preds, "best_epoch": self.best.epoch}
         with atomic_path(out_dir / "oof.npz") as tmp, tmp.open("wb") as f:
-            np.savez(f, fnames=fnames, preds=np.stack(self.oof), targets=d.val_truth)
-        result = TrainResult([float(r["val/lwlrap"]) for r in self.history if "val/lwlrap" in r], out_dir)
-        write_json(out_dir / "metrics.json", result.metrics)
+            np.savez(f, fnames=fnames, preds=np.stack(self.oof), targets=d.val_truth,
+                     validate_every=self.spec.validate_every, **best)
+        per_cycle = self.spec.epochs_per_cycle
+        result = TrainResult([float(r["val/lwlrap"]) for r in self.history if r["epoch"] % per_cycle == 0], out_dir)
+        metrics = result.metrics
+        if self.spec.validate_every == "epoch" and self.best is not None:
+            metrics |= {"best_epoch": self.best.epoch, "best_epoch_lwlrap": self.best.lwlrap}
+        write_json(out_dir / "metrics.json", metrics)
         return result
 
 
@@ -255,16 +280,20 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
             write_lr_steps(out_dir / "live", run.lr_steps)
         for c in range(1, run.cycle + 1):  # snapshots of cycles finished before an interruption
             publish_snapshot(state_dir, out_dir, c)
+    def validate_epoch(row: dict[str, float]) -> None:
+        row["val/lwlrap"] = run.validate(inference, int(row["epoch"]), cycle_end=False)
+
+    every_epoch = validate_epoch if main and spec.validate_every == "epoch" else None
     while run.cycle < spec.cycles:
-        rows = run.train_cycle(progress)
+        rows = run.train_cycle(progress, every_epoch)
         if main:
-            rows[-1]["val/lwlrap"] = run.validate(inference)
+            rows[-1]["val/lwlrap"] = run.validate(inference, int(rows[-1]["epoch"]))
             for row in rows:
                 _log_row(live, row)
             run.history.extend(rows)
             write_lr_steps(out_dir / "live", run.lr_steps)
             resume = ResumeState(run.cycle, run.optimizer.state_dict(), run.scheduler.state_dict(), run.history, run.oof,
-                                 run.lr_steps)
+                                 run.lr_steps, run.best)
             save_cycle(run.model, resume, state_dir, out_dir, key)
             if after_cycle is not None:
                 after_cycle(run.cycle)
@@ -275,6 +304,13 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
     result = run.write_outputs(out_dir)
     shutil.rmtree(state_dir)  # finished: a later run (e.g. after a code change) must not resume from it
     return result
+
+
+def fits(model: nn.Module, weights: dict[str, torch.Tensor]) -> bool:
+    """Whether `weights` hold exactly the model's tensors, with their shapes."""
+    own = model.state_dict()
+    return (isinstance(weights, dict) and own.keys() == weights.keys()
+            and all(isinstance(weights[k], torch.Tensor) and own[k].shape == weights[k].shape for k in own))
 
 
 def dropout_seed(spec: ModelSpec, name: str, fold: int, cycle: int, rank: int) -> int:

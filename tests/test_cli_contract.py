@@ -1,5 +1,6 @@
 """The command-line contract: a stage that fails prints one line and exits 1, an interrupted one exits 130, and
-`scripts/run_pipeline.sh --paper` writes params/paper.yaml over params.yaml with data.root set."""
+`scripts/run_pipeline.sh --paper` writes params/paper.yaml (with --authors, params/authors.yaml) over params.yaml
+with data.root set."""
 
 import shutil
 import signal
@@ -111,6 +112,18 @@ def test_run_pipeline_paper_writes_paper_params_with_the_root(tmp_path: Path) ->
     written = yaml.safe_load((tree / "params.yaml").read_text())
     assert written["data"] == {"root": str(root)}
     assert {**written, "data": paper["data"]} == paper
+    assert (tree / "dvc_calls").read_text().splitlines() == ["repro --force", "metrics show"]
+
+
+def test_run_pipeline_authors_writes_authors_params_with_the_root(tmp_path: Path) -> None:
+    tree = _script_tree(tmp_path)
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = _run_script(tree, "--paper", str(root), "--authors", "--force")
+    assert proc.returncode == 0, proc.stderr
+    authors = yaml.safe_load((REPO / "params" / "authors.yaml").read_text())
+    written = yaml.safe_load((tree / "params.yaml").read_text())
+    assert {**written, "data": authors["data"]} == authors and written["data"] == {"root": str(root)}
     assert (tree / "dvc_calls").read_text().splitlines() == ["repro --force", "metrics show"]
 
 
