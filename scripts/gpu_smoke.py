@@ -176,7 +176,7 @@ def one_rank_ddp(spec: ModelSpec, data: FoldData, device: torch.device) -> dict[
                                Path(state), key="gpu-smoke")
             assert run.world.joined and run.world.device.type == device.type
             rows = run.train_cycle(progress=False)
-            score = run.validate(InferenceConfig())
+            score = run.validate(InferenceConfig(), epoch=1)
             run.world.barrier()
         sync(device)
         return {"row": f"DDP (1 rank, {backend})", "step s": f"{(time.perf_counter() - start) / run.steps_per_epoch:.3f}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -70,36 +69,35 @@ def copy_repo(src: Path, dest: Path) -> Path:
     return dest
 
 
-def env() -> dict[str, str]:
-    """The environment with this interpreter's scripts (fsd, dvc) first on PATH."""
+def env(first: Path | None = None) -> dict[str, str]:
+    """The environment with this interpreter's scripts (fsd, dvc) first on PATH, after the folder `first` if given."""
     out = dict(os.environ)
-    out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
+    folders = [*([str(first)] if first else []), str(Path(sys.executable).parent)]
+    out["PATH"] = os.pathsep.join([*folders, out.get("PATH", "")])
     out["DVC_NO_ANALYTICS"] = "1"
     return out
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command in the repository copy, capturing output; fail with the output on error."""
-    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+def run(args: list[str], cwd: Path, check: bool = True, path_first: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a command in the repository copy, capturing output; fail with the output on error. `path_first`: a
+    folder of executables found before every other (and before this interpreter's fsd and dvc)."""
+    proc = subprocess.run(args, cwd=cwd, env=env(path_first), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
+def ran(output: subprocess.CompletedProcess | str) -> list[str]:
+    """The names of the stages a `dvc repro` or `dvc exp run` ran (with --dry: would run), in turn, from its output
+    (or from a log of it)."""
+    text = output if isinstance(output, str) else output.stdout + output.stderr
+    return re.findall(r"Running stage '([^']+)'", text)
+
+
 def repro(cwd: Path, *args: str) -> list[str]:
-    """`dvc repro` and the names of the stages it ran."""
-    proc = run(["dvc", "repro", *args], cwd)
-    return re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)
-
-
-def tagger_digest(repo: Path) -> str:
-    """sha256 of the exported ensemble (data/tagger.pt), which the distill stage learns from."""
-    return hashlib.sha256((repo / "data" / "tagger.pt").read_bytes()).hexdigest()
-
-
-def with_distill(repo: Path, before: str, stages: list[str]) -> list[str]:
-    """`stages`, sorted, with the distill stage when the exported ensemble it learns from has changed."""
-    return sorted([*stages, "distill"] if tagger_digest(repo) != before else stages)
+    """`dvc repro` and the names of the stages it ran. With "--dry": the stages whose own dependencies or params
+    changed, which a repro would run first (not those after them, whose inputs only the run itself changes)."""
+    return ran(run(["dvc", "repro", *args], cwd))
 
 
 def load_script(name: str) -> ModuleType:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -84,11 +85,24 @@ def test_the_stage_trains_without_the_held_out_fold_and_exports_one_network(tiny
 
 
 def test_tagging_with_the_distilled_file_from_elsewhere(tiny_pipeline: Path, tmp_path: Path) -> None:
+    """`fsd tag --model` with a copy of the distilled file, outside any repository, on the CPU (where a file of one
+    network runs on the numpy engine): every class score is what the Python API's torch tagger of the same file
+    gives the same clip."""
     model = tmp_path / "model.pt"
     shutil.copy(tiny_pipeline / "data/tagger_distilled.pt", model)
     clip = next((tiny_pipeline / "data/demo/test").glob("*.wav"))
-    proc = run(["fsd", "tag", "--model", str(model), str(clip), "--format", "csv", "--device", "cpu"], tmp_path)
-    assert proc.stdout.splitlines()[0] == "file,rank,label,score,error" and len(proc.stdout.splitlines()) == 4
+    tagger = load_tagger(model, "cpu")
+    classes = tagger.classes
+    proc = run(["fsd", "tag", "--model", str(model), str(clip), "--format", "csv", "--device", "cpu", "--top-k",
+                str(len(classes))], tmp_path)
+    tags = pd.read_csv(io.StringIO(proc.stdout))
+    assert list(tags.columns) == ["file", "rank", "label", "score", "error"] and tags["error"].isna().all()
+    assert set(tags["file"]) == {str(clip)} and tags["rank"].tolist() == list(range(1, len(classes) + 1))
+    assert tags["score"].is_monotonic_decreasing and sorted(tags["label"]) == sorted(classes)
+    expected = tagger.scores([clip]).iloc[0]
+    np.testing.assert_allclose(tags.set_index("label").loc[classes, "score"].to_numpy(), expected[classes].to_numpy(),
+                               atol=1e-4)
+    assert expected.max() - expected.min() > 1e-3  # scores that tell the classes apart
 
 
 def test_the_test_labels_never_reach_the_distilled_network(tiny_pipeline: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""End to end: the real DVC pipeline on a tiny generated dataset, in a temporary copy of the repository."""
+"""End to end: the real DVC pipeline on a tiny generated dataset, in a temporary copy of the repository. Every test
+sets up what it needs itself: it reads the session's tiny pipeline (conftest.py) or changes a copy of its own."""
 
 import json
 from pathlib import Path
@@ -8,17 +9,17 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ACCEPTED, accepted_wavs, refused_wavs
-from pipeline import copy_repo, make_repo, repro, run, tagger_digest, with_distill
+from pipeline import copy_repo, make_repo, repro, run
 
 from fsdlib.paths import Paths
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def repo(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the session's tiny pipeline (conftest.py), which these tests change."""
-    return copy_repo(tiny_pipeline, tmp_path_factory.mktemp("pipeline") / "repo")
+@pytest.fixture
+def repo(tiny_pipeline: Path, tmp_path: Path) -> Path:
+    """A copy of the session's tiny pipeline, for this test alone to change (and to run DVC in)."""
+    return copy_repo(tiny_pipeline, tmp_path / "repo")
 
 
 def test_pipeline_outputs(repo: Path) -> None:
@@ -65,7 +66,7 @@ def test_pipeline_outputs(repo: Path) -> None:
 
 
 def test_second_repro_does_nothing(repo: Path) -> None:
-    assert repro(repo) == []
+    assert repro(repo, "--dry") == []
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
@@ -74,11 +75,11 @@ def _out_hashes(repo: Path, stages: list[str]) -> dict[str, str]:
     return {f"{stage}:{out['path']}": out["md5"] for stage in stages for out in lock[stage]["outs"]}
 
 
-def test_same_params_give_identical_outputs(repo: Path, tmp_path: Path) -> None:
+def test_same_params_give_identical_outputs(tiny_pipeline: Path, tmp_path: Path) -> None:
     again = make_repo(tmp_path / "again")
     repro(again, "pseudo_label")
     stages = ["synth", "features", "folds", "train@A", "teacher", "pseudo_label"]
-    assert _out_hashes(again, stages) == _out_hashes(repo, stages)
+    assert _out_hashes(again, stages) == _out_hashes(tiny_pipeline, stages)
 
 
 def _set(repo: Path, key: str, value) -> None:
@@ -92,46 +93,55 @@ def _set(repo: Path, key: str, value) -> None:
 
 
 def test_model_param_reruns_only_that_model(repo: Path) -> None:
-    """Only C's stages and those reading every model rerun; in the paper tables only the rows with C change."""
+    """A param of model C: only C's stages and the export (which reads every model's params) see a change; the
+    report, rerun on C's new predictions, changes only the paper table rows with C; then only the stages reading
+    every model's outputs are left to run."""
     tables = repo / "metrics" / "paper_tables.json"
     before = {r["row"]: r for r in json.loads(tables.read_text())["rows"]}
     _set(repo, "models.C.lr_max", 0.002)
-    exported = tagger_digest(repo)
-    ran = repro(repo)
-    assert sorted(ran) == with_distill(repo, exported, ["ensemble", "export", "predict@C", "report", "train@C"])
+    assert sorted(repro(repo, "--dry")) == ["export", "predict@C", "train@C"]
+    assert sorted(repro(repo, "report")) == ["predict@C", "report", "train@C"]
     after = {r["row"]: r for r in json.loads(tables.read_text())["rows"]}
+    assert after.keys() == before.keys()
     assert all(after[n] == before[n] for n in after if "C" not in after[n]["members"])
     assert any(after[n]["cv"] != before[n]["cv"] for n in after if "C" in after[n]["members"])
+    assert sorted(repro(repo, "--dry")) == ["ensemble", "export"]
 
 
 def test_temperature_reruns_pseudo_labels_and_students_only(repo: Path) -> None:
+    """spl.temperature reaches the pseudo labels alone; rerun, they reach the two students alone."""
     _set(repo, "spl.temperature", 1.5)
-    exported = tagger_digest(repo)
-    ran = repro(repo)
-    students = ["train_student@B", "train_student@B_leak_free"]
-    assert sorted(ran) == with_distill(repo, exported, ["pseudo_label", *students, "predict@B", "predict@B_leak_free",
-                                                        "ensemble", "report", "export"])
+    assert repro(repo, "--dry") == ["pseudo_label"]
+    assert repro(repo, "pseudo_label") == ["pseudo_label"]
     table = pd.read_parquet(Paths(repo).pseudo_labels("leak_free"))
     assert set(table["temperature"]) == {1.5} and set(table["student_fold"]) == {0, 1}
+    assert sorted(repro(repo, "--dry")) == ["train_student@B", "train_student@B_leak_free"]
 
 
-def test_tag_demo_test_clip(repo: Path) -> None:
-    test = pd.read_csv(Paths(repo).demo / "test_post_competition.csv")
-    clip = Paths(repo).demo / "test" / test["fname"].iloc[0]
-    proc = run(["fsd", "tag", str(clip), "--format", "json", "--top-k", "2"], repo)
-    rows = json.loads(proc.stdout)
-    assert rows[0]["file"] == str(clip) and len(rows[0]["labels"]) == 2
-    classes = yaml.safe_load((repo / "params.yaml").read_text())["synth"]["n_classes"]
-    assert classes == 4
+def test_tag_demo_test_clip(tiny_pipeline: Path) -> None:
+    """`fsd tag` of one test clip, alone (the predict stage batched it with clips of its length): every class score
+    is the clip's row of the submission (the ensemble stage's weighted average of the members' predictions)."""
+    submission = pd.read_csv(Paths(tiny_pipeline).submission, index_col="fname")
+    test = pd.read_csv(Paths(tiny_pipeline).demo / "test_post_competition.csv")
+    clip = Paths(tiny_pipeline).demo / "test" / test["fname"].iloc[0]
+    proc = run(["fsd", "tag", str(clip), "--format", "json", "--top-k", str(submission.shape[1])], tiny_pipeline)
+    (row,) = json.loads(proc.stdout)
+    assert row["file"] == str(clip) and not row.get("error")
+    scores = {lab["label"]: lab["score"] for lab in row["labels"]}
+    assert list(scores.values()) == sorted(scores.values(), reverse=True)
+    assert set(scores) == set(submission.columns)
+    expected = submission.loc[clip.name]
+    np.testing.assert_allclose([scores[c] for c in submission.columns], expected.to_numpy(), atol=1e-4)
+    assert expected.max() - expected.min() > 1e-3  # scores that tell the classes apart
 
 
-def test_tag_hostile_folder_reports_bad_files_and_tags_the_rest(repo: Path, tmp_path: Path) -> None:
+def test_tag_hostile_folder_reports_bad_files_and_tags_the_rest(tiny_pipeline: Path, tmp_path: Path) -> None:
     folder = tmp_path / "to tag"
     accepted = accepted_wavs(folder)
     refused = refused_wavs(folder / "broken")
-    test_clip = next((Paths(repo).demo / "test").glob("*.wav"))
+    test_clip = next((Paths(tiny_pipeline).demo / "test").glob("*.wav"))
     (folder / "demo.wav").write_bytes(test_clip.read_bytes())
-    proc = run(["fsd", "tag", str(folder), "--format", "json"], repo, check=False)
+    proc = run(["fsd", "tag", str(folder), "--format", "json"], tiny_pipeline, check=False)  # reads it only
     assert proc.returncode == 2, proc.stderr
     rows = {Path(r["file"]).name: r for r in json.loads(proc.stdout)}
     assert set(rows) == {*accepted, *refused, "demo.wav"}

@@ -3,6 +3,7 @@ the teacher's cycles."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -247,8 +248,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Paths:
     return paths
 
 
-def test_predictions_per_cycle_and_pad(trained: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread during the test, then the process's setting again: the tests after it on this pytest-xdist
+    worker get the threads the worker was given (conftest.py), not one."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_predictions_per_cycle_and_pad(trained: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = replace(MODEL_SPEC, snapshot_cycles=(2, 3))
     loaded = []
     monkeypatch.setattr(predict, "load_snapshot", lambda *args: loaded.append(args[2]) or load_snapshot(*args))
@@ -275,8 +288,8 @@ def test_predictions_per_cycle_and_pad(trained: Paths, monkeypatch: pytest.Monke
     assert no_pads["pads"].tolist() == [0] and no_pads["test"].shape[:2] == (3, 1)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_teacher_predicts_with_the_chosen_cycles_only(trained: Paths) -> None:
-    torch.set_num_threads(1)
     out = teacher_predictions("M", MODEL_SPEC, [0], InferenceConfig(), "cpu", trained, cycles={0: (2, 3)})
     assert out["cycles_used"].tolist() == [[False, True, True]]
     snapshots = snapshot_paths(trained.fold_dir("M", 0), (2, 3))

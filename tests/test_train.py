@@ -119,13 +119,35 @@ def test_non_finite_loss_stops_with_clear_error(data: FoldData, tmp_path: Path) 
 
 
 def test_softmax_without_multitask_and_init_from(data: FoldData, tmp_path: Path) -> None:
+    """A softmax model without multitask, initialised from a sigmoid multitask one (init_from): its predictions are
+    distributions over the classes, it has no noisy head, and it starts from the source's weights (at a learning
+    rate too small to move them, its trained parameters are still the source's, unlike those of the same model
+    trained from its own initialisation)."""
     first = _spec(cycles=1, epochs_per_cycle=1)
     _run(first, data, tmp_path / "first")
-    spec = _spec(cycles=1, epochs_per_cycle=1, activation="softmax", multitask=False)
+    source = torch.load(tmp_path / "first" / "out" / "snapshot_1.pt")
+    spec = _spec(cycles=1, epochs_per_cycle=1, activation="softmax", multitask=False, lr_max=1e-9, lr_min=1e-9)
     data.noisy = None
     result = train_fold(spec, data, N_CLASSES, tmp_path / "o", tmp_path / "s", name="S", fold=0,
                         init_weights=tmp_path / "first" / "out" / "snapshot_1.pt", device="cpu", progress=False)
     assert len(result.cycle_lwlrap) == 1
+    preds = np.load(tmp_path / "o" / "oof.npz")["preds"]
+    assert preds.shape == (1, 12, N_CLASSES) and (preds >= 0).all()
+    np.testing.assert_allclose(preds.sum(axis=-1), 1.0, atol=1e-5)
+    sigmoid = np.load(tmp_path / "first" / "out" / "oof.npz")["preds"]
+    assert not np.allclose(sigmoid.sum(axis=-1), 1.0, atol=1e-2)  # the check above tells the activations apart
+
+    trained = torch.load(tmp_path / "o" / "snapshot_1.pt")
+    assert any(k.startswith("heads.noisy.") for k in source) and not any("noisy" in k for k in trained)
+    own = train_fold(spec, data, N_CLASSES, tmp_path / "own" / "o", tmp_path / "own" / "s", name="S", fold=0,
+                     device="cpu", progress=False)
+    assert len(own.cycle_lwlrap) == 1
+    own_init = torch.load(tmp_path / "own" / "o" / "snapshot_1.pt")
+    params = [name for name, _ in spec.build(N_CLASSES).named_parameters()]
+    assert params and set(params) <= set(trained) and set(params) <= set(source)
+    for name in params:
+        assert torch.allclose(trained[name], source[name], atol=1e-6), name
+    assert any(not torch.allclose(own_init[name], source[name], atol=1e-4) for name in params)
 
 
 def test_spec_from_params_turns_lists_into_tuples() -> None:
