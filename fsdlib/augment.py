@@ -419,7 +419,8 @@ def freq_mask(power: torch.Tensor, p: float, widths: tuple[int, int], gen: torch
     if mode == "authors":
         half = widths[0] + torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (widths[1] - widths[0])).long()
         centre = torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * n_mels).long()
-        start, width = (centre - half).clamp(min=0), (centre + half).clamp(max=n_mels) - (centre - half).clamp(min=0)
+        start = (centre - half).clamp(min=0)
+        width = (centre + half).clamp(max=n_mels) - start
     else:
         low, high = min(widths[0], n_mels), min(widths[1], n_mels)
         width = low + torch.floor(_uniform(gen, batch, 0.0, 1.0, power.device) * (high - low + 1)).long()

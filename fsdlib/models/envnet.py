@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsdlib.errors import FsdError
+from fsdlib.models.resnet import masked, time_mask
 
 # Output channels of conv1..conv10 in the paper.
 PAPER_CHANNELS = (32, 64, 32, 32, 64, 64, 128, 128, 256, 256)
@@ -139,6 +140,6 @@ class EnvNetV2(nn.Module):
         x = self.conv10(x)
         if lengths is not None:  # after the ReLU every value is ≥ 0: zeroed columns never win the max
             columns = output_width(self.time_steps, lengths)
-            x = x * (torch.arange(x.shape[-1], device=x.device)[None, :] < columns[:, None]).to(x.dtype)[:, None, None]
+            x = masked(x, time_mask(columns, x.shape[-1]))
         x = self.global_pool(x)
         return torch.flatten(x, 1)

@@ -36,13 +36,15 @@ class BasicBlock(nn.Module):
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """`valid` (B, 1, 1, T_out), when given, zeroes each clip's frames past its end after each ReLU."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`lengths` (B,), when given, are each clip's valid output steps: the steps after them are zeroed after each
+        ReLU."""
         identity = x if self.downsample is None else self.downsample(x)
 
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
+        valid = time_mask(lengths, out.shape[-1])
         out = masked(out, valid)
 
         out = self.conv2(out)
@@ -57,14 +59,16 @@ def masked(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     return x if valid is None else x * valid.to(x.dtype)  # in x's dtype: under bf16 autocast x stays bf16
 
 
-def time_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
-    """(B, 1, 1, steps) float mask of the first lengths[b] time steps of each sample."""
+def time_mask(lengths: torch.Tensor | None, steps: int) -> torch.Tensor | None:
+    """(B, 1, 1, steps) float mask of the first lengths[b] time steps of each sample; None without lengths."""
+    if lengths is None:
+        return None
     return (torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]).float()[:, None, None, :]
 
 
-def halved(lengths: torch.Tensor) -> torch.Tensor:
+def halved(lengths: torch.Tensor | None) -> torch.Tensor | None:
     """Valid lengths after a stride-2 layer padded as ours are (kernel 2p + 1, padding p, or 1×1): ceil(L / 2)."""
-    return (lengths + 1) // 2
+    return None if lengths is None else (lengths + 1) // 2
 
 
 class ResNet(nn.Module):
@@ -112,11 +116,9 @@ class ResNet(nn.Module):
 
         Masking is exact for the max pools too: after a ReLU every value is ≥ 0, so a zeroed step never wins.
         """
-        if lengths is not None and bool((lengths >= x.shape[-1]).all()):
-            lengths = None  # nothing is padded: the plain forward
-        if lengths is None:
-            return self._forward(x)
-        lengths = lengths.to(x.device)
+        if lengths is not None:
+            # nothing padded: the plain forward (every mask below is None)
+            lengths = None if bool((lengths >= x.shape[-1]).all()) else lengths.to(x.device)
         x = masked(x, time_mask(lengths, x.shape[-1]))
         x = self.conv1(x)
         x = self.bn1(x)
@@ -126,24 +128,11 @@ class ResNet(nn.Module):
         x = self.maxpool(x)
         lengths = halved(lengths)
         x = masked(x, time_mask(lengths, x.shape[-1]))  # a pool window may reach one step past the end
+
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in stage:
-                if block.conv1.stride[-1] == 2:
-                    lengths = halved(lengths)
-                x = block(x, time_mask(lengths, (x.shape[-1] + block.conv1.stride[-1] - 1) // block.conv1.stride[-1]))
-        x = self.global_pool(x)
-        return torch.flatten(x, 1)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        x = self.bn1(x)
-        x = self.relu(x)
-        x = self.maxpool(x)
-
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = self.layer4(x)
+                lengths = halved(lengths) if block.conv1.stride[-1] == 2 else lengths
+                x = block(x, lengths)
 
         x = self.global_pool(x)
         return torch.flatten(x, 1)
