@@ -225,7 +225,7 @@ def test_authors_params_differ_from_paper_params_only_in_the_switches() -> None:
     paper = _flat(yaml.safe_load((PARAMS / "paper.yaml").read_text()))
     authors = _flat(yaml.safe_load((PARAMS / "authors.yaml").read_text()))
     differ = {k for k in paper.keys() | authors.keys() if paper.get(k) != authors.get(k)}
-    resnets = [m for m in ("A", "A_crops", "B", "B_leak_free", "C", "A_1cycle_noaug", "A_1cycle", "A_nomtl", "A_loop")]
+    resnets = ("A", "A_crops", "B", "B_leak_free", "C", "A_1cycle_noaug", "A_1cycle", "A_nomtl", "A_loop")
     masked = [m for m in resnets if m != "A_1cycle_noaug"]  # the no-augmentation ablation has no mask to switch
     expected = (
         {f"models.{m}.noisy_loss" for m in resnets}  # every ResNet script's BCE, set in the ResNets' defaults
