@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source .venv/bin/activate
 ruff check fsdlib stages tests benchmarks
+fsd dvc-yaml --check   # dvc.yaml is what the generator writes (fsdlib/dvc_yaml.py)
 pytest -q "$@"

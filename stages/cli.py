@@ -23,6 +23,7 @@ COMMANDS = {
     "distill": "stages.distill:distill",
     "tag": "stages.tag:tag",
     "import": "stages.import_data:import_data",
+    "dvc-yaml": "stages.dvc_yaml:dvc_yaml",
 }
 
 

@@ -7,16 +7,20 @@ fails here.
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner, Result
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
+
+from fsdlib.dvc_yaml import code_deps, render, stage_module
+from stages.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = ("params.yaml", "params/paper.yaml")
@@ -154,61 +158,129 @@ def test_plots_name_the_weighted_models(pipeline: Pipeline) -> None:
     assert shown == {m for m, w in weights.items() if w > 0}
 
 
-def imported_modules(path: Path) -> set[str]:
-    """First-party modules a source file imports (anywhere in it, lazy imports included)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        found.update(n for n in names if n.split(".")[0] in ("fsdlib", "stages"))
-    return found
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of a first-party module name, or None when it names a function or class."""
-    base = ROOT / name.replace(".", "/")
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def code_closure(start: Path) -> set[str]:
-    """Every first-party source file `start` imports, transitively, as repository-relative paths."""
-    seen: set[Path] = set()
-    todo = [start]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for name in imported_modules(path):
-            file = module_file(name)
-            if file is not None:
-                todo.append(file)
-            for parent in range(1, name.count(".") + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py
-                init = module_file(".".join(name.split(".")[:parent]))
-                if init is not None and init.name == "__init__.py":
-                    todo.append(init)
-    return {p.relative_to(ROOT).as_posix() for p in seen if p.stat().st_size > 0}
-
-
-def stage_module(cmd: str) -> Path:
-    """The stages/ module that runs an `fsd <subcommand>` command (from stages/cli.py's table)."""
-    tree = ast.parse((ROOT / "stages" / "cli.py").read_text(encoding="utf-8"))
-    table = next(ast.literal_eval(node.value) for node in ast.walk(tree)
-                 if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "COMMANDS" for t in node.targets))
-    module = table[cmd.split()[1]].split(":")[0]
-    return ROOT / (module.replace(".", "/") + ".py")
-
-
 def test_code_deps_are_exactly_what_each_stage_imports(pipeline: Pipeline) -> None:
     """A stage's code deps are the files its command imports: an edit elsewhere reruns nothing, and no
     imported file is missing (so an edit to it cannot leave a stale output)."""
-    ignored = {"stages/cli.py"}  # the dispatcher: changes to it cannot change outputs
     for name, stage in pipeline.stages.items():
         declared = {d for d in stage.deps if d.endswith(".py")}
-        expected = code_closure(stage_module(stage.cmd)) - ignored
+        expected = set(code_deps(ROOT, stage_module(ROOT, stage.cmd)))
         assert declared == expected, (f"{name}: missing {sorted(expected - declared)}, "
                                       f"not imported {sorted(declared - expected)}")
+
+
+# --- dvc.yaml is generated (`fsd dvc-yaml`): --check passes here and names the drift in a copy --------------------
+
+def fsd_dvc_yaml(*args: str) -> Result:
+    """`fsd dvc-yaml ARGS`, in-process through the CLI's COMMANDS table."""
+    return CliRunner().invoke(app, ["dvc-yaml", *args])
+
+
+def repo_copy(dest: Path) -> Path:
+    """What the generator reads (code, params files, dvc.yaml), copied to `dest`."""
+    for name in ("fsdlib", "stages"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "params").mkdir()
+    for path in [ROOT / "dvc.yaml", ROOT / "params.yaml", *(ROOT / "params").glob("*.yaml")]:
+        shutil.copy(path, dest / path.relative_to(ROOT))
+    return dest
+
+
+def edit_params(root: Path, edit: Callable[[dict], None], files: tuple[str, ...] = ("params.yaml",)) -> None:
+    for name in files:
+        params = yaml.safe_load((root / name).read_text())
+        edit(params)
+        (root / name).write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_dvc_yaml_is_what_the_generator_writes() -> None:
+    result = fsd_dvc_yaml("--check", "--root", str(ROOT))
+    assert result.exit_code == 0, result.output
+    assert render(ROOT) == (ROOT / "dvc.yaml").read_text()
+
+
+@pytest.mark.parametrize("drift, message", [
+    (lambda text: text.replace("      - fsdlib/heap.py\n", "", 1), "stage synth: deps: dvc.yaml lacks fsdlib/heap.py"),
+    (lambda text: text.replace("      - stages/folds.py\n", "      - stages/folds.py\n      - fsdlib/plots.py\n"),
+     "stage folds: deps: dvc.yaml has fsdlib/plots.py, which is not generated (not imported)"),
+    (lambda text: text.replace("      - models.${item.model}\n      - folds.ids\n      - inference\n    outs:\n"
+                               "      - data/predictions", "      - folds.ids\n      - inference\n    outs:\n"
+                               "      - data/predictions"), "stage predict: params: dvc.yaml lacks models.${item.model}"),
+    (lambda text: text.replace("      - data/tagger.pt\n", "", 1), "stage export: outs: dvc.yaml lacks data/tagger.pt"),
+])
+def test_check_names_the_stage_whose_dvc_yaml_entry_drifted(tmp_path: Path, drift: Callable[[str], str],
+                                                             message: str) -> None:
+    root = repo_copy(tmp_path)
+    text = (root / "dvc.yaml").read_text()
+    (root / "dvc.yaml").write_text(drift(text))
+    assert (root / "dvc.yaml").read_text() != text
+    result = fsd_dvc_yaml("--check", "--root", str(root))
+    assert result.exit_code == 1
+    assert message in result.stderr and "fsd dvc-yaml --write" in result.stderr, result.stderr
+
+
+def test_a_new_import_is_a_new_dep_once_written(tmp_path: Path) -> None:
+    root = repo_copy(tmp_path)
+    folds = root / "stages" / "folds.py"
+    folds.write_text(folds.read_text() + "\n\ndef later() -> None:\n    from fsdlib import plots  # noqa: F401\n")
+    result = fsd_dvc_yaml("--check", "--root", str(root))
+    assert result.exit_code == 1 and "stage folds: deps: dvc.yaml lacks fsdlib/plots.py" in result.stderr, result.stderr
+    assert "+      - fsdlib/plots.py" in result.stderr  # the differing line, as a unified diff
+    mode = (root / "dvc.yaml").stat().st_mode
+    assert fsd_dvc_yaml("--write", "--root", str(root)).exit_code == 0
+    assert (root / "dvc.yaml").stat().st_mode == mode
+    assert fsd_dvc_yaml("--check", "--root", str(root)).exit_code == 0
+    old, new = (yaml.safe_load(p.read_text())["stages"] for p in (ROOT / "dvc.yaml", root / "dvc.yaml"))
+    assert new["folds"]["deps"] == sorted([*old["folds"]["deps"][:-1], "fsdlib/plots.py"]) + ["${data.root}"]
+    assert {k: v for k, v in new.items() if k != "folds"} == {k: v for k, v in old.items() if k != "folds"}
+
+
+def add_model(params: dict) -> None:
+    params["models"]["G"] = dict(params["models"]["A"])
+    params["ensemble"]["weights"]["G"] = 0
+
+
+def weigh_a_crops(params: dict) -> None:
+    params["ensemble"]["weights"]["A_crops"] = 1
+
+
+@pytest.mark.parametrize("edit, files, message", [
+    (add_model, ("params.yaml",), "params.yaml: stage_models.train: missing ['G']"),
+    (lambda p: p["stage_models"]["predict"].remove("pre"), ("params/paper.yaml",),
+     "params/paper.yaml: stage_models.predict: missing ['pre']"),
+    (lambda p: p["stage_models"]["train"].append("D"), ("params.yaml",),
+     "params.yaml: stage_models.train: should not list ['D']"),
+    (lambda p: p["models"]["C"].update(init_from="A"), ("params.yaml",),
+     "params.yaml: models.C: no train stage trains a model with init_from A, spl False"),
+    (lambda p: p["ensemble"]["weights"].pop("A_loop"), ("params.yaml",), "params.yaml: models.A_loop: nothing uses it"),
+    (weigh_a_crops, ("params.yaml",), "params/paper.yaml: plots (0, ['A', 'B', 'C', 'D', 'E', 'F']) differ"),
+    (weigh_a_crops, PARAMS_FILES + ("params/authors.yaml",), "plots: "),
+])
+def test_check_names_a_model_list_that_drifted(tmp_path: Path, edit: Callable[[dict], None], files: tuple[str, ...],
+                                               message: str) -> None:
+    root = repo_copy(tmp_path)
+    edit_params(root, edit, files)
+    result = fsd_dvc_yaml("--check", "--root", str(root))
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+
+
+def test_import_graph(tmp_path: Path) -> None:
+    """Lazy, relative and package imports are followed; third-party ones, empty files and unused files are not."""
+    files = {
+        "stages/__init__.py": "",
+        "stages/cli.py": "COMMANDS = {'s': 'stages.s:s'}\n",
+        "stages/s.py": "import numpy\nimport fsdlib.a\nfrom fsdlib.pkg import d\n\ndef s():\n    from stages import t\n",
+        "stages/t.py": "import stages.cli\n",
+        "fsdlib/__init__.py": "'''the package'''\n",
+        "fsdlib/a.py": "from fsdlib.b import f\n",
+        "fsdlib/b.py": "def f():\n    from . import c\n",
+        "fsdlib/c.py": "X = 1\n",
+        "fsdlib/unused.py": "X = 2\n",
+        "fsdlib/pkg/__init__.py": "",
+        "fsdlib/pkg/d.py": "from ..c import X\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert stage_module(tmp_path, "fsd s x") == "stages.s"
+    assert code_deps(tmp_path, "stages.s") == ["fsdlib/__init__.py", "fsdlib/a.py", "fsdlib/b.py", "fsdlib/c.py",
+                                               "fsdlib/pkg/d.py", "stages/s.py", "stages/t.py"]
