@@ -54,11 +54,3 @@ def make_folds(dataset: Dataset, cfg: FoldConfig) -> pd.DataFrame:
         fold = np.zeros(0, dtype=np.int64) if empty_noisy else assign_folds(subset.labels, cfg)
         parts.append(pd.DataFrame({"subset": subset.name, "fname": list(subset.fnames), "fold": fold}))
     return pd.concat(parts, ignore_index=True)
-
-
-def validate_folds(df: pd.DataFrame, dataset: Dataset, source: str) -> None:
-    """Check a folds table matches the dataset (every curated and noisy clip once, folds 0..k-1)."""
-    for subset in (dataset.curated, dataset.noisy):
-        got = df.loc[df["subset"] == subset.name, "fname"]
-        if len(got) != len(subset) or set(got) != set(subset.fnames):
-            raise FsdError(f"folds do not match the {subset.name} clips of {dataset.root}; rerun `fsd folds`", source)

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from fsdlib.atomic import atomic_dir
 from fsdlib.audio import AUDIO_SUFFIXES, SAMPLE_RATE, read_audio
 from fsdlib.dataset import USAGES, read_string_csv
 from fsdlib.errors import FsdError
+from fsdlib.layout import FOLDERS, Row, new_root, write_csvs, write_wav
 
 log = logging.getLogger(__name__)
 
@@ -221,24 +221,15 @@ def write_root(plan: ImportPlan, dest: Path, public_fraction: float = 0.25, seed
             raise FsdError(f"destination holds a source file ({clip.source}); choose a folder outside the sources",
                            dest)
     seconds: dict[str, float] = {}
-    with atomic_dir(dest) as tmp:
+    with new_root(dest) as tmp:
         for part, clips in plan.parts().items():
-            folder = tmp / ("test" if part == "test" else f"train_{part}")
-            folder.mkdir(parents=True)
             with progress_bar(f"import {part}", len(clips), enabled=progress) as advance:
                 for clip in clips:
-                    seconds[clip.name] = _write_wav(clip, folder / clip.name)
+                    seconds[clip.name] = _write_wav(clip, tmp / FOLDERS[part] / clip.name)
                     advance()
-        for part in ("curated", "noisy"):
-            _label_frame(plan.parts()[part]).to_csv(tmp / f"train_{part}.csv", index=False)
-        names = [c.name for c in plan.test]
-        pd.DataFrame({"fname": names, **{c: 0.0 for c in plan.classes}}).to_csv(tmp / "sample_submission.csv",
-                                                                               index=False)
-        if plan.test_labelled:
-            usage = np.full(len(names), USAGES[1], dtype=object)
-            rng = np.random.default_rng(seed)
-            usage[rng.permutation(len(names))[:round(public_fraction * len(names))]] = USAGES[0]
-            _label_frame(plan.test).assign(usage=usage).to_csv(tmp / "test_post_competition.csv", index=False)
+        # The sample submission's 0.0 and test labels without Freesound columns: as imports have always written them.
+        write_csvs(tmp, plan.classes, _rows(plan.curated), _rows(plan.noisy), _test_rows(plan.test, public_fraction, seed),
+                   test_labels=plan.test_labelled, freesound=False, fill=0.0)
     return summary(plan, seconds)
 
 
@@ -248,7 +239,7 @@ def _write_wav(clip: Clip, path: Path) -> float:
     if clip.source.suffix.lower() == ".wav" and _is_canonical(clip.source):
         shutil.copyfile(clip.source, path)
     else:
-        sf.write(str(path), wave, SAMPLE_RATE, subtype="PCM_16")
+        write_wav(path, wave)
     return len(wave) / SAMPLE_RATE
 
 
@@ -257,10 +248,15 @@ def _is_canonical(path: Path) -> bool:
     return info.channels == 1 and info.samplerate == SAMPLE_RATE and info.subtype == "PCM_16"
 
 
-def _label_frame(clips: Sequence[Clip]) -> pd.DataFrame:
-    """fname and comma-joined labels, the FSDKaggle2019 label CSV columns."""
-    return pd.DataFrame({"fname": [c.name for c in clips], "labels": [",".join(c.labels) for c in clips]},
-                        columns=["fname", "labels"])
+def _rows(clips: Sequence[Clip]) -> list[Row]:
+    """The clips' label CSV rows: file name and labels."""
+    return [Row(c.name, c.labels) for c in clips]
+
+
+def _test_rows(clips: Sequence[Clip], public_fraction: float, seed: int) -> list[Row]:
+    """The test clips' rows, a random `public_fraction` of them Public and the rest Private, as in the competition."""
+    public = set(np.random.default_rng(seed).permutation(len(clips))[: round(public_fraction * len(clips))].tolist())
+    return [Row(c.name, c.labels, USAGES[0] if i in public else USAGES[1]) for i, c in enumerate(clips)]
 
 
 def summary(plan: ImportPlan, seconds: dict[str, float]) -> pd.DataFrame:

@@ -20,11 +20,6 @@ def cyclic_cosine_lr(step: int, iters_per_cycle: int, lr_max: float, lr_min: flo
     return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * t / iters_per_cycle))
 
 
-def is_cycle_end(step: int, iters_per_cycle: int) -> bool:
-    """True when 0-based iteration `step` is the last of its cycle: time to save a snapshot."""
-    return (step + 1) % iters_per_cycle == 0
-
-
 def cyclic_cosine_scheduler(
     optimizer: torch.optim.Optimizer, iters_per_cycle: int, lr_max: float, lr_min: float
 ) -> LambdaLR:

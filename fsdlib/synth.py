@@ -14,17 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy import fft as sp_fft
 from scipy import signal
 
-from fsdlib.atomic import atomic_dir
 from fsdlib.audio import SAMPLE_RATE
 from fsdlib.errors import FsdError
+from fsdlib.layout import FOLDERS, LICENSES, Row, new_root, write_csvs, write_wav
 from fsdlib.vocabulary import CLASSES_80
 
-SUBSET_DIRS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
-LICENSES = ("CC0", "CC-BY", "CC-BY-NC", "CC Sampling+")
 _N_BANDS = 8
 _LOWEST_CENTRE_HZ = 200.0
 _BAND_STEP_OCTAVES = 0.7
@@ -418,50 +415,27 @@ def render_clip(clip: DemoClip, cfg: SynthConfig) -> np.ndarray:
 # --------------------------------------------------------------------------- writing
 
 
-def _label_field(labels: tuple[int, ...], classes: tuple[str, ...]) -> str:
-    return ",".join(classes[c] for c in labels)
-
-
-def _write_csvs(root: Path, plan: list[DemoClip], classes: tuple[str, ...]) -> None:
-    by_subset = {s: sorted((c for c in plan if c.subset == s), key=lambda c: c.fname) for s in SUBSET_DIRS}
-    for subset in ("curated", "noisy"):
-        rows = by_subset[subset]
-        frame = pd.DataFrame({"fname": [c.fname for c in rows],
-                              "labels": [_label_field(c.labels, classes) for c in rows]})
-        frame.to_csv(root / f"{SUBSET_DIRS[subset]}.csv", index=False, lineterminator="\n")
-    test = by_subset["test"]
-    fnames = [c.fname for c in test]
-    submission = pd.DataFrame({"fname": fnames, **{name: np.zeros(len(test), np.int64) for name in classes}})
-    submission.to_csv(root / "sample_submission.csv", index=False, lineterminator="\n")
-    answers = pd.DataFrame({
-        "fname": fnames,
-        "labels": [_label_field(c.labels, classes) for c in test],
-        "usage": [c.usage for c in test],
-        "freesound_id": [c.freesound_id for c in test],
-        "license": [c.license for c in test],
-    })
-    answers.to_csv(root / "test_post_competition.csv", index=False, lineterminator="\n")
+def _rows(plan: list[DemoClip], subset: str, classes: tuple[str, ...]) -> list[Row]:
+    """A subset's CSV rows, sorted by file name."""
+    clips = sorted((c for c in plan if c.subset == subset), key=lambda c: c.fname)
+    return [Row(c.fname, tuple(classes[i] for i in c.labels), c.usage, c.freesound_id, c.license) for c in clips]
 
 
 def generate_demo(root: Path, cfg: SynthConfig, progress: bool = True) -> None:
     """Write the demo dataset as a complete FSDKaggle2019 root; `root` is replaced only when all is written."""
-    import soundfile as sf
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     plan = plan_demo(cfg)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with atomic_dir(root) as tmp, Progress(*columns, disable=not progress) as bar:
-        for folder in SUBSET_DIRS.values():
-            (tmp / folder).mkdir()
+    with new_root(root) as tmp, Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("demo audio", total=len(plan))
 
         def write(clip: DemoClip) -> None:
-            wave = render_clip(clip, cfg)
-            sf.write(str(tmp / SUBSET_DIRS[clip.subset] / clip.fname), wave, SAMPLE_RATE, subtype="PCM_16")
+            write_wav(tmp / FOLDERS[clip.subset] / clip.fname, render_clip(clip, cfg))
 
         # Clips are independent and numpy/scipy release the GIL, so threads use both cores.
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for _ in pool.map(write, plan):
                 bar.advance(task)
-        _write_csvs(tmp, plan, cfg.classes)
+        write_csvs(tmp, cfg.classes, *(_rows(plan, subset, cfg.classes) for subset in ("curated", "noisy", "test")))

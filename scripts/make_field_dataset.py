@@ -10,20 +10,17 @@ another label corruption, all a pure function of --seed.
 from __future__ import annotations
 
 import argparse
-import csv
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy import signal
 
+from fsdlib.layout import FOLDERS, LICENSES, Row, new_root, write_csv, write_csvs, write_wav
 from fsdlib.vocabulary import CLASSES_80
 
 SR = 44_100
-PARTS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
 PART_CODES = {"curated": 1, "noisy": 2, "test": 3}
 COUNTS = {"curated": 200, "noisy": 350, "test": 150}
 DURATIONS = {"curated": (0.5, 8.0), "noisy": (1.0, 8.0), "test": (0.5, 8.0)}
@@ -32,7 +29,6 @@ THREE_LABEL_SHARE = 0.25  # of the multi-label clips
 WRONG_LABEL_SHARE = 0.35  # noisy clips whose labels are replaced or extended
 SHORT_SHARE = 0.03  # clips forced to 0.3–0.5 s, at least one per curated and test part
 PUBLIC_SHARE = 0.25
-LICENSES = ("CC0", "CC-BY", "CC-BY-NC", "CC Sampling+")
 PINK_B = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786])
 PINK_A = np.array([1.0, -2.494956002, 2.017265875, -0.522189400])
 VOWELS = np.array([(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
@@ -656,52 +652,33 @@ def render(clip: Clip, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------- writing
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")  # quotes a labels field that holds commas
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 def write_dataset(out: Path, seed: int = 0, scale: float = 1.0) -> list[Clip]:
-    """Render and write the whole root into OUT.tmp, then move it to OUT (replacing an older one)."""
+    """Render and write the whole root, which replaces OUT only when complete; noisy_true_labels.csv adds the
+    noisy clips' true labels to the FSDKaggle2019 files."""
     clips = plan(seed, scale)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    for folder in PARTS.values():
-        (tmp / folder).mkdir(parents=True)
-    for clip in clips:
-        sf.write(str(tmp / PARTS[clip.part] / clip.fname), render(clip, seed), SR, subtype="PCM_16")
-    by_part = {part: [c for c in clips if c.part == part] for part in PARTS}
-    for part in ("curated", "noisy"):
-        _write_csv(tmp / f"{PARTS[part]}.csv", ["fname", "labels"], [[c.fname, ",".join(c.labels)] for c in by_part[part]])
-    test = by_part["test"]
-    _write_csv(tmp / "sample_submission.csv", ["fname", *CLASSES_80], [[c.fname, *[0] * len(CLASSES_80)] for c in test])
-    _write_csv(tmp / "test_post_competition.csv", ["fname", "labels", "usage", "freesound_id", "license"],
-               [[c.fname, ",".join(c.labels), c.usage, c.freesound_id, c.license] for c in test])
-    _write_csv(tmp / "noisy_true_labels.csv", ["fname", "labels", "true_labels"],
-               [[c.fname, ",".join(c.labels), ",".join(c.true_labels)] for c in by_part["noisy"]])
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
+    by_part = {part: [c for c in clips if c.part == part] for part in FOLDERS}
+    with new_root(out) as tmp:
+        for clip in clips:
+            write_wav(tmp / FOLDERS[clip.part] / clip.fname, render(clip, seed))
+        rows = {part: [Row(c.fname, c.labels, c.usage, c.freesound_id, c.license) for c in mine]
+                for part, mine in by_part.items()}
+        write_csvs(tmp, CLASSES_80, rows["curated"], rows["noisy"], rows["test"])
+        write_csv(tmp / "noisy_true_labels.csv", ["fname", "labels", "true_labels"],
+                  [[c.fname, ",".join(c.labels), ",".join(c.true_labels)] for c in by_part["noisy"]])
     return clips
 
 
 def summary(clips: list[Clip]) -> str:
     """Clips and seconds per class (CSV labels) and part, plus the multi-label and wrong-label shares."""
-    head = f"{'class':<36}" + "".join(f"{part:>18}" for part in PARTS)
-    lines = [head, f"{'':<36}" + "".join(f"{'clips':>10}{'s':>8}" for _ in PARTS)]
+    head = f"{'class':<36}" + "".join(f"{part:>18}" for part in FOLDERS)
+    lines = [head, f"{'':<36}" + "".join(f"{'clips':>10}{'s':>8}" for _ in FOLDERS)]
     for name in (*FIELD_CLASSES, "all"):
         cells = ""
-        for part in PARTS:
+        for part in FOLDERS:
             sel = [c for c in clips if c.part == part and (name == "all" or name in c.labels)]
             cells += f"{len(sel):>10}{sum(c.seconds for c in sel):>8.0f}"
         lines.append(f"{name:<36}{cells}")
-    for part in PARTS:
+    for part in FOLDERS:
         sel = [c for c in clips if c.part == part]
         multi = np.mean([len(c.labels) > 1 for c in sel])
         wrong = np.mean([c.labels != c.true_labels for c in sel])

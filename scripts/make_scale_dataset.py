@@ -11,8 +11,6 @@ like curated), each clip a slice of its classes' tone-plus-noise loop, written a
 from __future__ import annotations
 
 import argparse
-import csv
-import struct
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fsdlib.atomic import atomic_dir
+from fsdlib.layout import FOLDERS, LICENSES, Row, new_root, write_csvs, write_wav
 from fsdlib.vocabulary import CLASSES_80
 
 SR = 44_100
-FOLDERS = {"curated": "train_curated", "noisy": "train_noisy", "test": "test"}
 CODES = {"curated": 1, "noisy": 2, "test": 3}  # first hex digit of a part's file names
 FULL_COUNTS = {"curated": 4_970, "noisy": 19_815, "test": 4_481}
 FULL_HOURS = {"curated": 10.5, "noisy": 80.0, "test": 4_481 * 10.5 / 4_970}  # test: curated's mean duration
@@ -106,14 +103,6 @@ def class_loops(seed: int) -> np.ndarray:
     return loops
 
 
-def wav_header(n_samples: int) -> bytes:
-    """The 44-byte header of a 16-bit mono 44.1 kHz PCM WAV of n_samples samples."""
-    data = 2 * n_samples
-    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, SR, 2 * SR, 2, 16)
-            + b"data" + struct.pack("<I", data))
-
-
 def clip_samples(clip: Clip, loops: np.ndarray) -> np.ndarray:
     """The clip's int16 samples: its classes' loops from an offset given by its name, mixed at half gain each."""
     offset = int(clip.fname[1:8], 16) * 7_919 % LOOP
@@ -124,43 +113,23 @@ def clip_samples(clip: Clip, loops: np.ndarray) -> np.ndarray:
     return ((parts[0].astype(np.int32) + parts[1]) // 2).astype(np.int16)
 
 
-def write_csvs(root: Path, clips: list[Clip]) -> None:
-    """train_curated.csv, train_noisy.csv, sample_submission.csv and test_post_competition.csv."""
-    def names(labels: tuple[int, ...]) -> str:
-        return ",".join(CLASSES_80[c] for c in labels)
-
-    for part in ("curated", "noisy"):
-        with (root / f"{FOLDERS[part]}.csv").open("w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["fname", "labels"])
-            writer.writerows([c.fname, names(c.labels)] for c in clips if c.part == part)
-    test = [c for c in clips if c.part == "test"]
-    with (root / "sample_submission.csv").open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["fname", *CLASSES_80])
-        writer.writerows([c.fname, *[0] * len(CLASSES_80)] for c in test)
-    with (root / "test_post_competition.csv").open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["fname", "labels", "usage", "freesound_id", "license"])
-        writer.writerows([c.fname, names(c.labels), c.usage, i, "CC0"] for i, c in enumerate(test))
+def rows(clips: list[Clip], part: str) -> list[Row]:
+    """A part's CSV rows in plan order; a test clip's Freesound id is its index, its licence CC0."""
+    mine = [c for c in clips if c.part == part]
+    return [Row(c.fname, tuple(CLASSES_80[k] for k in c.labels), c.usage, i, LICENSES[0]) for i, c in enumerate(mine)]
 
 
 def generate(root: Path, fraction: float, seed: int = 0, threads: int = 2) -> list[Clip]:
     """Write the whole root (replaced only when complete); returns the plan."""
     clips = plan(fraction, seed)
     loops = class_loops(seed)
-    with atomic_dir(root) as tmp:
-        for folder in FOLDERS.values():
-            (tmp / folder).mkdir()
-
+    with new_root(root) as tmp:
         def write(clip: Clip) -> None:
-            with (tmp / FOLDERS[clip.part] / clip.fname).open("wb") as f:
-                f.write(wav_header(clip.n_samples))
-                f.write(clip_samples(clip, loops).tobytes())
+            write_wav(tmp / FOLDERS[clip.part] / clip.fname, clip_samples(clip, loops))
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(write, clips))
-        write_csvs(tmp, clips)
+        write_csvs(tmp, CLASSES_80, *(rows(clips, part) for part in ("curated", "noisy", "test")))
     return clips
 
 

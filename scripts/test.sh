@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source .venv/bin/activate
-ruff check fsdlib stages tests benchmarks
+ruff check fsdlib stages tests benchmarks scripts
 fsd dvc-yaml --check   # dvc.yaml is what the generator writes (fsdlib/dvc_yaml.py)
 pytest -q "$@"

@@ -16,7 +16,7 @@ import soundfile as sf
 import yaml
 from pipeline import make_repo, repro, run, tiny_params
 
-from fsdlib.audio import SAMPLE_RATE
+from fsdlib.audio import SAMPLE_RATE, pcm16_data
 from fsdlib.dataset import read_dataset
 from fsdlib.errors import FsdError
 from fsdlib.importer import clips_from_csv, clips_from_folders, make_plan, write_root
@@ -78,6 +78,7 @@ def test_class_folders_give_a_valid_root_with_multi_labels(tmp_path: Path) -> No
     for path in (*dataset.curated.paths(), *dataset.test.paths()):
         info = sf.info(path)
         assert (info.samplerate, info.channels, info.subtype) == (SAMPLE_RATE, 1, "PCM_16"), path
+        assert pcm16_data(path) is not None, path  # canonical: the pipeline reads it in place
     assert set(dataset.test.usage) <= {"Public", "Private"} and "Public" in dataset.test.usage
     assert table.loc["(all clips)", "curated clips"] == len(dataset.curated)
     assert table.loc["Meow", "curated clips"] + table.loc["Meow", "test clips"] == 9  # 8 own clips + bark_0

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fsdlib.errors import FsdError
-from fsdlib.schedule import build_optimizer, cyclic_cosine_lr, cyclic_cosine_scheduler, fused_update, is_cycle_end
+from fsdlib.schedule import build_optimizer, cyclic_cosine_lr, cyclic_cosine_scheduler, fused_update
 
 LR_MAX, LR_MIN, T = 1e-3, 1e-6, 100
 
@@ -23,11 +23,6 @@ def test_lr_restarts_every_cycle() -> None:
     for cycle in range(1, 4):
         assert cyclic_cosine_lr(cycle * T, T, LR_MAX, LR_MIN) == LR_MAX
         assert cyclic_cosine_lr(cycle * T + 37, T, LR_MAX, LR_MIN) == cyclic_cosine_lr(37, T, LR_MAX, LR_MIN)
-
-
-def test_is_cycle_end() -> None:
-    ends = [step for step in range(3 * T) if is_cycle_end(step, T)]
-    assert ends == [T - 1, 2 * T - 1, 3 * T - 1]
 
 
 def test_scheduler_follows_the_formula_and_resumes() -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from fsdlib.audio import SAMPLE_RATE, load_wav
+from fsdlib.audio import SAMPLE_RATE, load_wav, pcm16_data
 from fsdlib.errors import FsdError
 from fsdlib.synth import SynthConfig, class_sound, generate_demo, plan_demo, render_clip
 from fsdlib.vocabulary import CLASSES_80
@@ -75,6 +75,7 @@ def test_audio_is_mono_pcm16_with_declared_durations(demo_root: Path) -> None:
             info = sf.info(str(path))
             assert (info.channels, info.samplerate, info.subtype) == (1, SAMPLE_RATE, "PCM_16")
             assert round(lo * SAMPLE_RATE) <= info.frames <= round(hi * SAMPLE_RATE)
+            assert pcm16_data(path) == (44, info.frames)  # canonical (fsdlib/layout.py): read in place
             wave = load_wav(path)
             silent += int(not wave.any())
             short += int(info.frames < 0.5 * SAMPLE_RATE)
