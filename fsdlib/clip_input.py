@@ -1,7 +1,7 @@
 """A log-mel clip as network input, in numpy: TTA padding and the dB scaling (docs/method.md §2, §8).
 
-The torch inference path (fsdlib/inference.py) pads clips with these functions; the numpy engine
-(fsdlib/lite.py) also converts one clip with `power_to_input`, which `fsdlib.augment.logmel_to_input` computes
+The torch inference path (fsdlib/inference.py) pads clips with these functions; the ONNX tagger's front end
+(fsdlib/onnx_tagger.py) also converts one clip with `power_to_input`, which `fsdlib.augment.logmel_to_input` computes
 batched in torch.
 """
 

@@ -4,7 +4,8 @@ The submitted ensemble (its exported file) predicts the clips the distilled netw
 when asked, the test clips' audio (never their labels); curated clips keep their labels, or take the ensemble's
 predictions too. One network of the settings in `distill.model` is
 trained on those soft predictions with the one training loop (fsdlib/train.py), one curated fold held out to
-score it against the true labels, and exported in the tagger file format with itself as the only member.
+score it against the true labels, and exported in the tagger file format (and as ONNX) with itself as the only
+member.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fsdlib.errors import FsdError
 from fsdlib.export import LoadedEnsemble, LoadedMember, export_ensemble
 from fsdlib.fold_data import curated_folds, open_subset
 from fsdlib.metrics import lwlrap
+from fsdlib.onnx_export import export_onnx
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import load_snapshot, snapshot_paths
 from fsdlib.spec import ModelSpec, check_choice
@@ -126,8 +128,10 @@ def distill(tagger: Tagger, spec: ModelSpec, subsets: Sequence[str], holdout_fol
     single = Tagger(LoadedEnsemble(tagger.ensemble.classes, tagger.ensemble.logmel, tagger.inference,
                                    (LoadedMember(NAME, spec, models, 1.0, tuple(spec.tta_pads)),)), device)
     size = export_ensemble(paths.distilled_tagger, single.ensemble)
+    onnx_size = export_onnx(paths.distilled_onnx, single.ensemble)
     metrics = {"clips": data.counts, "holdout_fold": holdout_fold, "holdout": {NAME: round(result.cycle_lwlrap[-1], 6)},
-               "size_mb": {NAME: round(size / 1e6, 2), "ensemble": round(paths.tagger.stat().st_size / 1e6, 2)}}
+               "size_mb": {NAME: round(size / 1e6, 2), "ensemble": round(paths.tagger.stat().st_size / 1e6, 2)},
+               "onnx_mb": {NAME: round(onnx_size / 1e6, 2)}}
     n_test = data.counts.get("test", 0)
     known = data.targets[len(data.targets) - n_test:] if n_test else None
     metrics.update(test_scores(tagger, single, known, paths))

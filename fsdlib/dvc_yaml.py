@@ -107,12 +107,14 @@ STAGES = (
     Stage("report", "fsd report", "the paper's Tables 1-3 beside ours (params/paper_results.yaml), from predictions",
           data=("params/paper_results.yaml", "data/features/labels.parquet", "data/predictions"),
           params=("stage_models.predict",), outs=(kept("metrics/paper_tables.md"), kept("metrics/paper_tables.json"))),
-    Stage("export", "fsd export", "the submitted ensemble in one file, for `fsd tag --model` anywhere",
+    Stage("export", "fsd export", "the submitted ensemble (torch file, ONNX graph), for `fsd tag --model` anywhere",
           data=("data/features/labels.parquet", "data/ensemble.json", "data/models"),
-          params=("models", "features", "inference", "folds.ids"), outs=outs("data/tagger.pt")),
+          params=("models", "features", "inference", "folds.ids"),
+          outs=outs("data/tagger.pt", "data/tagger.onnx", "data/tagger.onnx.data")),
     Stage("distill", "fsd distill",
           "one fast network trained on the ensemble's predictions, exported like the ensemble",
-          data=TRAINING + ("data/tagger.pt",), params=("distill",), outs=outs("data/distill", "data/tagger_distilled.pt"),
+          data=TRAINING + ("data/tagger.pt",), params=("distill",),
+          outs=outs("data/distill", "data/tagger_distilled.pt", "data/tagger_distilled.onnx"),
           metrics=(kept("metrics/distill.json"),)),
 )
 

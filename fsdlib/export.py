@@ -4,7 +4,7 @@ The file is a `torch.save` of plain data only (strings, numbers, lists, dicts, t
 `torch.load(weights_only=True)`, which runs no pickled code: the class names, the log-mel and inference settings,
 the mel filter bank, and per member its settings (a ModelSpec as a dict), ensemble weight, TTA pads and the
 inference-ready weights of every snapshot (batch norms folded into their convolutions, fsdlib/models/fusion.py).
-fsdlib/ptfile.py reads the same file without torch for the numpy engine (fsdlib/lite.py).
+fsdlib/onnx_export.py writes the same ensemble as an ONNX graph, which tags without torch (fsdlib/onnx_tagger.py).
 """
 
 from __future__ import annotations

@@ -60,6 +60,11 @@ class Paths:
         return self.root / "data/tagger.pt"
 
     @property
+    def tagger_onnx(self) -> Path:
+        """The same ensemble as one ONNX graph (its weights beside it in `tagger.onnx.data`), for onnxruntime."""
+        return self.root / "data/tagger.onnx"
+
+    @property
     def distill(self) -> Path:
         """The distilled network's snapshots, held-out predictions, metrics and curves (`fsd distill`)."""
         return self.root / "data/distill"
@@ -68,6 +73,11 @@ class Paths:
     def distilled_tagger(self) -> Path:
         """The distilled network in the tagger file format."""
         return self.root / "data/tagger_distilled.pt"
+
+    @property
+    def distilled_onnx(self) -> Path:
+        """The distilled network as one self-contained ONNX file, for onnxruntime."""
+        return self.root / "data/tagger_distilled.onnx"
 
     @property
     def ensemble_weights(self) -> Path:

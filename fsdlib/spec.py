@@ -165,7 +165,7 @@ class ModelSpec:
 
     def build(self, n_classes: int) -> TaggingModel:
         """The network in channels-last memory, the layout oneDNN and cuDNN run fastest."""
-        import torch  # late: the tagger's numpy engine reads specs without torch (fsdlib/lite.py)
+        import torch  # late: a spec is plain settings, torch-free until a network is built
 
         from fsdlib.models import build_model  # late: the models may use this module's validators
 

@@ -75,7 +75,7 @@ class Tagger(TaggerBase):
 
     def predict(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(n_files, n_classes) ensemble probabilities of int16 waveforms at 44.1 kHz."""
-        mels = [self.mel(w) for w in waves] if any(m.spec.kind == "logmel" for m in self.members) else None
+        mels = self.mel.many(waves) if any(m.spec.kind == "logmel" for m in self.members) else None
         return self.predict_features(mels, waves)
 
     def predict_features(self, mels: Sequence[np.ndarray] | None, waves: Sequence[np.ndarray],

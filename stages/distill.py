@@ -19,8 +19,8 @@ from stages.common import PARAMS, load_params, section, stage
 def distill(params: Path = typer.Option(PARAMS, help="params file"),
             device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
             progress: bool = typer.Option(True, help="show progress bars")) -> None:
-    """Train `distill.model` on the ensemble's predictions of `distill.subsets`; write data/tagger_distilled.pt and
-    metrics/distill.json."""
+    """Train `distill.model` on the ensemble's predictions of `distill.subsets`; write data/tagger_distilled.pt,
+    data/tagger_distilled.onnx and metrics/distill.json."""
     cfg = section(load_params(params), "distill", params)
     spec = ModelSpec.from_params(section(cfg, "model", params), "distilled", "distill.model")
     tagger = Tagger(load_ensemble(PATHS.tagger), device)

@@ -1,10 +1,12 @@
-"""Stage `export`: the submitted ensemble as one file for `fsd tag --model` (no repository, params or DVC needed)."""
+"""Stage `export`: the submitted ensemble for `fsd tag --model` (no repository, params or DVC needed): a torch file
+and an ONNX graph."""
 
 from pathlib import Path
 
 import typer
 
 from fsdlib.export import export_ensemble
+from fsdlib.onnx_export import export_onnx
 from fsdlib.paths import PATHS
 from stages.common import PARAMS, load_params, stage
 from stages.tagging import trained_tagger
@@ -12,9 +14,13 @@ from stages.tagging import trained_tagger
 
 @stage
 def export(params: Path = typer.Option(PARAMS, help="params file"),
-           out: Path = typer.Option(PATHS.tagger, help="the file to write")) -> None:
-    """Write the submitted ensemble (the chosen snapshots, folded for inference) to one file."""
+           out: Path = typer.Option(PATHS.tagger, help="the torch file to write"),
+           onnx_out: Path = typer.Option(PATHS.tagger_onnx, help="the ONNX file to write (its weights in <name>.data)"),
+           ) -> None:
+    """Write the submitted ensemble (the chosen snapshots, folded for inference) as a torch file and an ONNX graph."""
     tagger = trained_tagger(load_params(params), "submitted", "cpu", params)
-    size = export_ensemble(out, tagger.ensemble)
     snapshots = sum(len(m.models) for m in tagger.members)
+    size = export_ensemble(out, tagger.ensemble)
     print(f"{out}: {len(tagger.members)} models, {snapshots} snapshots, {size / 1e6:.1f} MB")
+    size = export_onnx(onnx_out, tagger.ensemble, external=True)
+    print(f"{onnx_out}: the same as one ONNX graph, {size / 1e6:.1f} MB with its weights")

@@ -8,7 +8,7 @@ import typer
 
 from fsdlib.atomic import write_text
 from fsdlib.errors import FsdError
-from fsdlib.tags import expand_paths, render_tags
+from fsdlib.tags import expand_paths, open_tagger_file, render_tags
 from stages.common import PARAMS, load_params, stage
 
 
@@ -16,12 +16,6 @@ class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-class Engine(StrEnum):
-    auto = "auto"
-    numpy = "numpy"
-    torch = "torch"
 
 
 class Weights(StrEnum):
@@ -37,12 +31,11 @@ def tag(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
     weights: Weights = typer.Option(Weights.submitted, help="ensemble weights: as submitted, fixed or fitted"),
-    model: Path | None = typer.Option(None, "--model", "-m", help="an exported tagger file (`fsd export`); default: "
-                                      "the trained ensemble of the repository in the current folder"),
+    model: Path | None = typer.Option(None, "--model", "-m", help="an exported tagger file (`fsd export`): .onnx runs on "
+                                      "onnxruntime without torch, .pt on torch (CPU or GPU); default: the trained "
+                                      "ensemble of the repository in the current folder"),
     params: Path = typer.Option(PARAMS, help="params file (without --model)"),
-    device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
-    engine: Engine = typer.Option(Engine.auto, help="with --model: numpy (no torch, starts fast; ResNets on log-mels), "
-                                  "torch, or auto (numpy for a file of one network, e.g. the distilled one, on the CPU)"),
+    device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N (ONNX files: the CPU)"),
     segment: float | None = typer.Option(None, min=0.05, help="tag windows of this many seconds (timestamps)"),
     hop: float | None = typer.Option(None, min=0.05, help="seconds between window starts (default: --segment)"),
 ) -> None:
@@ -51,12 +44,8 @@ def tag(
         if weights != Weights.submitted:
             raise FsdError("--weights chooses among the repository's ensembles; an exported file (--model) holds the "
                            "submitted one only")
-        from fsdlib.lite import open_tagger_file
-
-        tagger = open_tagger_file(model, engine.value, device)
+        tagger = open_tagger_file(model, device)
     else:
-        if engine == Engine.numpy:
-            raise FsdError("--engine numpy runs an exported file (--model)")
         from stages.tagging import trained_tagger  # the repository's stores and params: not needed with --model
 
         tagger = trained_tagger(load_params(params), weights.value, device, params)

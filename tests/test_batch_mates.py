@@ -1,5 +1,5 @@
 """A clip's scores do not depend on its batch-mates (docs/method.md §8): alone, grouped with longer clips, or in a
-folder of more than one chunk, through predict_clips, the Python API and `fsd tag` on both engines."""
+folder of more than one chunk, through predict_clips, the Python API and `fsd tag` on torch and on onnxruntime."""
 
 from __future__ import annotations
 
@@ -11,18 +11,20 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from test_lite import ARCH, CLASSES
 
 from fsdlib.audio import SAMPLE_RATE
 from fsdlib.export import LoadedEnsemble, LoadedMember, export_ensemble
 from fsdlib.inference import InferenceConfig, length_groups, predict_clips
-from fsdlib.lite import load_numpy_tagger
 from fsdlib.logmel import LogMelConfig
+from fsdlib.onnx_export import export_onnx
+from fsdlib.onnx_tagger import load_onnx_tagger
 from fsdlib.spec import ModelSpec
 from fsdlib.tagger import load_tagger
 from stages.cli import app
 
 ATOL = 1e-5
+CLASSES = ["Bark", "Meow", "Chirp", "Hum"]
+ARCH = {"layers": [1, 2, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}
 CHUNK = 128  # fsdlib.tags.TaggerBase.tag_files' default chunk of files
 
 
@@ -99,13 +101,15 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[P
 
 
 def _export(path: Path, *members) -> Path:
-    export_ensemble(path, LoadedEnsemble(tuple(CLASSES), LogMelConfig(), InferenceConfig(), tuple(members)))
+    """An exported file of the members: ONNX for a `.onnx` path, the torch file otherwise."""
+    ensemble = LoadedEnsemble(tuple(CLASSES), LogMelConfig(), InferenceConfig(), tuple(members))
+    export_onnx(path, ensemble) if path.suffix == ".onnx" else export_ensemble(path, ensemble)
     return path
 
 
-def _tag_scores(model: Path, engine: str, paths: list[Path], target: Path) -> np.ndarray:
+def _tag_scores(model: Path, paths: list[Path], target: Path) -> np.ndarray:
     """The target's score of every class as `fsd tag --format json` prints it."""
-    result = CliRunner().invoke(app, ["tag", "--model", str(model), "--engine", engine, "--format", "json",
+    result = CliRunner().invoke(app, ["tag", "--model", str(model), "--format", "json",
                                       "--top-k", str(len(CLASSES)), *map(str, paths)])
     assert result.exit_code == 0, result.output
     (row,) = [r for r in json.loads(result.stdout) if Path(r["file"]).name == target.name]
@@ -114,22 +118,21 @@ def _tag_scores(model: Path, engine: str, paths: list[Path], target: Path) -> np
 
 
 def test_python_api_and_fsd_tag_score_a_file_as_alone(folder: tuple[Path, Path, list[Path]]) -> None:
-    """Torch engine (ResNet with TTA pads, loop padding, and an EnvNet) and numpy engine (one ResNet): alone, with
-    three longer files, and in a folder of more than one chunk, the same scores within 1e-5."""
+    """Torch (a ResNet with TTA pads and loop padding, and an EnvNet) and onnxruntime (the same ensemble's ONNX
+    graph): alone, with three longer files, and in a folder of more than one chunk, the same scores within 1e-5."""
     root, target, longer = folder
     both = _export(root / "both.pt", member("A", [0, 6], pad_mode="loop"), member("E", [0, 2000], family="envnet"))
-    one = _export(root / "one.pt", member("A", [0, 6]))
     api = load_tagger(both, "cpu")
     alone = api.scores([target]).to_numpy()[0]
     np.testing.assert_allclose(api.scores([target, *longer]).to_numpy()[0], alone, atol=ATOL)
     tags = {t.path: dict(t.labels) for t in api.tag_files(sorted(target.parent.iterdir()), top_k=len(CLASSES))}
     np.testing.assert_allclose([tags[target][c] for c in CLASSES], alone, atol=ATOL)
-    np.testing.assert_allclose(_tag_scores(both, "torch", [target], target), alone, atol=ATOL)
-    np.testing.assert_allclose(_tag_scores(both, "torch", [target.parent], target), alone, atol=ATOL)
+    np.testing.assert_allclose(_tag_scores(both, [target], target), alone, atol=ATOL)
+    np.testing.assert_allclose(_tag_scores(both, [target.parent], target), alone, atol=ATOL)
 
-    numpy_alone = load_numpy_tagger(one).scores([target]).to_numpy()[0]
-    np.testing.assert_allclose(load_tagger(one, "cpu").scores([target]).to_numpy()[0], numpy_alone, atol=ATOL)
-    for engine in ("numpy", "torch"):
-        np.testing.assert_allclose(_tag_scores(one, engine, [target], target), numpy_alone, atol=ATOL)
-        np.testing.assert_allclose(_tag_scores(one, engine, [target, *longer], target), numpy_alone, atol=ATOL)
-        np.testing.assert_allclose(_tag_scores(one, engine, [target.parent], target), numpy_alone, atol=ATOL)
+    graph = _export(root / "both.onnx", member("A", [0, 6], pad_mode="loop"), member("E", [0, 2000], family="envnet"))
+    onnx_alone = load_onnx_tagger(graph).scores([target]).to_numpy()[0]
+    np.testing.assert_allclose(onnx_alone, alone, atol=ATOL)
+    np.testing.assert_allclose(load_onnx_tagger(graph).scores([target, *longer]).to_numpy()[0], alone, atol=ATOL)
+    np.testing.assert_allclose(_tag_scores(graph, [target, *longer], target), alone, atol=ATOL)
+    np.testing.assert_allclose(_tag_scores(graph, [target.parent], target), alone, atol=ATOL)

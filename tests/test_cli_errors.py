@@ -206,7 +206,8 @@ def test_tag_hop_without_segment(tmp_path: Path, tagger_file: Path) -> None:
     assert "--hop needs --segment" in line, line
 
 
-def test_tag_numpy_engine_without_model(tmp_path: Path) -> None:
+def test_tag_damaged_onnx_file(tmp_path: Path) -> None:
     clip = write_wav(tmp_path / "a.wav", seconds=0.2)
-    line = fsd("tag", "--engine", "numpy", "--params", tmp_path / "params.yaml", clip)  # no params: no ensemble either
-    assert "--engine numpy" in line and "--model" in line, line
+    (tmp_path / "tagger.onnx").write_bytes(b"\x08\x07garbage")
+    line = fsd("tag", "--model", tmp_path / "tagger.onnx", clip)
+    assert "not a loadable ONNX file" in line and "tagger.onnx" in line, line

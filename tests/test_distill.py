@@ -85,13 +85,12 @@ def test_the_stage_trains_without_the_held_out_fold_and_exports_one_network(tiny
 
 
 def test_tagging_with_the_distilled_file_from_elsewhere(tiny_pipeline: Path, tmp_path: Path) -> None:
-    """`fsd tag --model` with a copy of the distilled file, outside any repository, on the CPU (where a file of one
-    network runs on the numpy engine): every class score is what the Python API's torch tagger of the same file
-    gives the same clip."""
-    model = tmp_path / "model.pt"
-    shutil.copy(tiny_pipeline / "data/tagger_distilled.pt", model)
+    """`fsd tag --model` with a copy of the distilled ONNX file, outside any repository (onnxruntime, no torch): every
+    class score is what the Python API's torch tagger of the distilled torch file gives the same clip."""
+    model = tmp_path / "model.onnx"
+    shutil.copy(tiny_pipeline / "data/tagger_distilled.onnx", model)
     clip = next((tiny_pipeline / "data/demo/test").glob("*.wav"))
-    tagger = load_tagger(model, "cpu")
+    tagger = load_tagger(tiny_pipeline / "data/tagger_distilled.pt", "cpu")
     classes = tagger.classes
     proc = run(["fsd", "tag", "--model", str(model), str(clip), "--format", "csv", "--device", "cpu", "--top-k",
                 str(len(classes))], tmp_path)

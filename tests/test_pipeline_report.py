@@ -15,6 +15,7 @@ from pipeline import ABLATIONS
 
 from fsdlib.dataset import read_label_table
 from fsdlib.metrics import lwlrap
+from fsdlib.onnx_tagger import load_onnx_tagger
 from fsdlib.paths import Paths
 from fsdlib.tagger import load_tagger
 
@@ -70,3 +71,16 @@ def test_exported_tagger_scores_a_test_clip_as_its_submission_row(tiny_pipeline:
     for clip in submission.index:  # each clip alone: in the predict stage it was batched with clips of its length
         scores = tagger.scores([tiny_pipeline / "data/demo/test" / clip])
         np.testing.assert_allclose(scores.iloc[0].to_numpy(), submission.loc[clip].to_numpy(), atol=1e-5, err_msg=clip)
+
+
+def test_exported_onnx_graph_scores_the_test_clips_as_the_submission(tiny_pipeline: Path) -> None:
+    """data/tagger.onnx (weights in data/tagger.onnx.data) on onnxruntime: the same members as the torch file, and
+    every test clip's submission row within 1e-4."""
+    paths = Paths(tiny_pipeline)
+    tagger = load_onnx_tagger(paths.tagger_onnx)
+    assert [m["name"] for m in tagger.members] == [m["name"] for m in torch.load(paths.tagger,
+                                                                                  weights_only=True)["members"]]
+    assert Path(f"{paths.tagger_onnx}.data").is_file()
+    submission = pd.read_csv(paths.submission, index_col="fname")
+    scores = tagger.scores([tiny_pipeline / "data/demo/test" / clip for clip in submission.index])
+    np.testing.assert_allclose(scores.to_numpy(), submission.to_numpy(), atol=1e-4)
