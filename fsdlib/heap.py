@@ -15,7 +15,7 @@ from pathlib import Path
 # oneDNN (torch's CPU convolutions) caches a compiled kernel per input shape, 1,024 by default, each holding
 # buffers sized by its input: inference over clips of many lengths kept 2.5 GiB alive that way (the demo EnvNet on
 # 1/16 of FSDKaggle2019's test and held-out clips), which no trim can return. A few entries keep every training
-# step's kernels (fixed crop shapes) and cost nothing measurable (README, Full FSDKaggle2019).
+# step's kernels (fixed crop shapes) and cost nothing measurable (docs/results.md, Full FSDKaggle2019).
 KERNEL_CACHE_ENTRIES = 8
 
 

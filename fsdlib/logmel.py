@@ -3,7 +3,8 @@
 The feature stores are computed by the fused, threaded kernel of fsdlib/features.py; tagging computes the same
 power mel spectrogram here with numpy (the periodic Hann window applied to each frame, then the power spectrum
 through the filter bank), so a tagging process imports neither torch's FFT nor numba nor librosa (docs/method.md
-§2). tests/test_logmel.py holds both to librosa's `melspectrogram`.
+§2). tests/test_features.py holds the kernel to librosa's `melspectrogram`, tests/test_onnx_tagger.py this one to the
+kernel.
 """
 
 from __future__ import annotations
