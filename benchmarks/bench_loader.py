@@ -41,8 +41,10 @@ from common import (
     write_store,
 )
 
-from fsdlib.augment import augment_logmel, freq_mask, logmel_to_input, mixup, random_gain, random_gain_db, time_scale
-from fsdlib.batches import Batch, BatchMaker, FoldData, prefetch
+from fsdlib.augment import augment_logmel, freq_mask, mixup, random_gain, random_gain_db, time_scale
+from fsdlib.batches import Batch, BatchMaker, FoldData
+from fsdlib.clip_input import logmel_to_input
+from fsdlib.prefetch import prefetch
 from fsdlib.schedule import build_optimizer
 from fsdlib.spec import ModelSpec
 from fsdlib.train import Trainer

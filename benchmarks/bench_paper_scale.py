@@ -66,9 +66,10 @@ import torch
 from common import N_CLASSES, durations, header, keep_freed_memory, logmel_clips, multi_hot, table, wave_clips, write_store
 from torch.utils.flop_counter import FlopCounterMode
 
-from fsdlib.batches import Batch, BatchMaker, FoldData, prefetch
+from fsdlib.batches import Batch, BatchMaker, FoldData
 from fsdlib.device import cudnn_autotune, resolve_device
 from fsdlib.inference import InferenceConfig, predict_clips
+from fsdlib.prefetch import prefetch
 from fsdlib.schedule import build_optimizer, cyclic_cosine_scheduler
 from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore

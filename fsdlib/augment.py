@@ -1,5 +1,5 @@
-"""Training crops and augmentations (docs/method.md §3, §11): slicing on the loader side, batched torch ops on
-the batch.
+"""Training augmentations (docs/method.md §3, §11): batched torch ops on the batch side, after the loader's crops
+(fsdlib/batches.py), and the batch side of the authors' time-scaled waveform crop.
 
 Every random draw in the batched functions comes from the `torch.Generator` passed in, so a seeded
 generator reproduces a batch exactly. Each augmentation is applied to each sample with probability p.
@@ -14,12 +14,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from fsdlib.clip_input import DB_FLOOR_POWER, DB_RANGE, STD_EPS
 from fsdlib.device import to_device
-from fsdlib.errors import FsdError
-from fsdlib.spec import check_choice, check_pad_mode
+from fsdlib.spec import check_choice
 
-PadMode = Literal["zero", "loop"]
 WaveOrder = Literal["crop_first", "authors"]
 MixupMode = Literal["linear", "bc", "authors"]
 WAVE_ORDERS = ("crop_first", "authors")
@@ -66,10 +63,10 @@ class WaveAugmentConfig:
     """Switches and ranges of the waveform augmentations (mixup, time scale, gain).
 
     The time-scale factor is log-uniform in scale_range (1.25^U(-1,1)); the gain is U(-gain_db, gain_db) dB.
-    `order` "crop_first": the loader crops (`crop_wave`), then the batch gets mixup, time scaling of the crop
-    (linear resampling) and gain. "authors" (docs/method.md §11): the whole clip is scaled (nearest-neighbour)
-    before padding and cropping (the loader draws and copies the source samples, `scaled_crop_windows`; the
-    batch's device gathers the crops, `gather_scaled_crop`), then mixup and gain.
+    `order` "crop_first": the loader crops (`fsdlib.batches.crop_wave`), then the batch gets mixup, time scaling of
+    the crop (linear resampling) and gain. "authors" (docs/method.md §11): the whole clip is scaled (nearest-neighbour)
+    before padding and cropping (the loader draws and copies the source samples, `fsdlib.batches.scaled_crop_windows`;
+    the batch's device gathers the crops, `gather_scaled_crop`), then mixup and gain.
     `mixup_mode` "linear": λ·x1 + (1-λ)·x2; "bc": BC-learning mixing, corrected for the clips' gains (`bc_mixup`);
     "authors": the authors' code, which BC-mixed each clip with itself: labels mixed, audio only scaled (`self_mixup`).
     The authors apply every waveform augmentation to every sample: p = 1. These defaults (crop_first, linear,
@@ -92,56 +89,12 @@ class WaveAugmentConfig:
 
     @property
     def scales_on_loader(self) -> bool:
-        """True when the loader must crop with `scaled_crop_windows` (time scaling of the whole clip)."""
+        """True when the loader must crop with `fsdlib.batches.scaled_crop_windows` (time scaling of the whole clip)."""
         return self.time_scale and self.order == "authors"
 
 
 # ---------------------------------------------------------------------------------------------
-# Loader side: numpy slicing only.
-
-
-def crop_logmel(
-    clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Crop (frames, n_mels) clips to `length` frames: a random window of a longer clip, a shorter one
-    placed at a random offset in zeros ("zero") or tiled from a random phase ("loop").
-
-    Returns the batch (B, length, n_mels) float32 and `valid` (B, 2) int64: the [start, stop) frames
-    of real content in each crop, which the additional crop of `augment_logmel` stays within.
-    """
-    check_pad_mode(pad_mode)
-    n_mels = clips[0].shape[1]
-    batch = np.zeros((len(clips), length, n_mels), dtype=np.float32)
-    valid = np.zeros((len(clips), 2), dtype=np.int64)
-    for i, clip in enumerate(clips):
-        frames = len(clip)
-        if frames >= length:
-            start = rng.integers(0, frames - length + 1)
-            batch[i] = clip[start : start + length]
-            valid[i] = (0, length)
-        elif pad_mode == "loop" and frames > 0:
-            phase = rng.integers(0, frames)
-            batch[i] = np.take(clip, np.arange(phase, phase + length) % frames, axis=0)
-            valid[i] = (0, length)
-        else:
-            offset = rng.integers(0, length - frames + 1)
-            batch[i, offset : offset + frames] = clip
-            valid[i] = (offset, offset + frames)
-    return batch, valid
-
-
-def crop_wave(clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero") -> np.ndarray:
-    """Pad each int16 clip with length/2 samples on both sides (zeros, or the clip wrapped around for
-    "loop"), take a random window of `length`, and scale to float32 in [-1, 1)."""
-    check_pad_mode(pad_mode)
-    left, right = length // 2, length - length // 2
-    batch = np.zeros((len(clips), length), dtype=np.float32)
-    for i, clip in enumerate(clips):
-        mode = "wrap" if pad_mode == "loop" and len(clip) > 0 else "constant"
-        padded = np.pad(clip, (left, right), mode=mode)
-        start = rng.integers(0, len(padded) - length + 1)
-        batch[i] = padded[start : start + length] / 32768.0
-    return batch
+# The authors' time-scaled waveform crop, batch side: gathered from the loader's windows (fsdlib/batches.py).
 
 
 @dataclass(frozen=True)
@@ -161,68 +114,6 @@ class ScaledCrop:
     length: int
 
 
-def scaled_window_width(length: int, scale_range: tuple[float, float]) -> int:
-    """W, the source samples a time-scaled crop of `length` can need: a crop at factor f spans (L - 1)/f + 1
-    clip samples (L/f + 1 where it loops around the clip's end), f >= min(low, 1) (1: clips not chosen)."""
-    return math.ceil(length / min(scale_range[0], 1.0)) + 2
-
-
-def scaled_crop_windows(
-    clips: list[np.ndarray],
-    length: int,
-    rng: np.random.Generator,
-    scale_range: tuple[float, float] = (0.8, 1.25),
-    p: float = 1.0,
-    pad_mode: PadMode = "zero",
-) -> tuple[np.ndarray, ScaledCrop]:
-    """Loader side of the authors' waveform crop (docs/method.md §11): draw each clip's time-scale factor and crop
-    window, and copy the clip samples the crop reads into a (B, W) int16 window (`scaled_window_width`); the batch
-    side gathers the crops from them (`gather_scaled_crop`). Costs a copy of W samples per clip, whatever its length.
-
-    Draws from `rng`, in this order: u = rng.random(B) (f = lo·(hi/lo)^u), chosen = rng.random(B) < p (the
-    others keep f = 1, which is exactly `crop_wave`'s crop), then for each clip in turn its window start
-    rng.integers(0, int(n·f) + 1) in the scaled clip padded by L/2 on the left.
-    """
-    check_pad_mode(pad_mode)
-    low, high = scale_range
-    if not 0 < low <= high:
-        raise FsdError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-    factor = low * (high / low) ** rng.random(len(clips))
-    factor = np.where(rng.random(len(clips)) < p, factor, 1.0)
-    width = scaled_window_width(length, scale_range)
-    windows = np.zeros((len(clips), width), dtype=np.int16)
-    index = np.zeros((len(clips), 4), dtype=np.int64)
-    for i, (clip, f) in enumerate(zip(clips, factor, strict=True)):
-        n = len(clip)
-        scaled = int(n * f)
-        shift = int(rng.integers(0, scaled + 1)) - length // 2
-        if pad_mode == "loop" and scaled > 0:
-            # The crop's first sample, wrapped into the scaled clip, names the window's first clip sample; the
-            # window then runs on around the clip (the crop's later samples, wrapped, come back to its start).
-            origin = int((shift % scaled) / f)
-            _copy_circular(clip, origin, windows[i])
-            index[i] = shift, scaled, origin, n
-        else:
-            first = max(shift, 0)  # the crop's first sample inside the scaled clip, if any
-            origin = int(first / f) if first < scaled else 0
-            if first < scaled:
-                part = clip[origin : origin + width]
-                windows[i, : len(part)] = part
-            index[i] = shift, scaled, origin, 0
-    return windows, ScaledCrop(factor, index, length)
-
-
-def _copy_circular(clip: np.ndarray, origin: int, out: np.ndarray) -> None:
-    """out[k] = clip[(origin + k) % len(clip)] for every k, by slices."""
-    n, width = len(clip), len(out)
-    if n >= width:
-        head = min(width, n - origin)
-        out[:head] = clip[origin : origin + head]
-        out[head:] = clip[: width - head]
-    else:
-        out[:] = np.resize(np.concatenate([clip[origin:], clip[:origin]]), width)
-
-
 CPU_GATHER_ELEMENTS = 1 << 16  # crop samples gathered at a time on the CPU (`gather_scaled_crop`)
 
 
@@ -231,8 +122,8 @@ def gather_scaled_crop(window: torch.Tensor, crop: ScaledCrop) -> torch.Tensor:
     is sample s = shift + j of the scaled clip (wrapped into it where the crop loops), zero outside it, else clip
     sample floor(s / f) (nearest neighbour, the division in float64), scaled to float32 in [-1, 1): (B, L).
 
-    `window` (B, W) int16 and `crop` come from `scaled_crop_windows`, and its draws decide the crops bit for bit.
-    Nothing is read back from the device. On the CPU the rows go a few
+    `window` (B, W) int16 and `crop` come from `fsdlib.batches.scaled_crop_windows`, and its draws decide the crops
+    bit for bit. Nothing is read back from the device. On the CPU the rows go a few
     at a time, so that the (rows, L) temporaries stay in the cache.
     """
     device = window.device
@@ -438,7 +329,7 @@ def augment_logmel(
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment cropped power spectrograms (B, n_mels, T) and their targets (B, C): additional crop,
-    mixup, gain, frequency mask. `valid` is the (B, 2) content span from `crop_logmel`."""
+    mixup, gain, frequency mask. `valid` is the (B, 2) content span from `fsdlib.batches.crop_logmel`."""
     if cfg.additional_crop:
         power = additional_crop(power, valid, cfg.p, cfg.additional_crop_range, gen, cfg.additional_crop_mode)
     if cfg.mixup:
@@ -448,31 +339,6 @@ def augment_logmel(
     if cfg.freq_mask:
         power = freq_mask(power, cfg.p, cfg.freq_mask_range, gen, cfg.freq_mask_mode)
     return power, targets
-
-
-def logmel_to_input(power: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """Power (B, n_mels, T) → network input (B, 1, n_mels, T): dB with an 80 dB range below each
-    sample's maximum, then standardised by each sample's own mean and std (a silent sample gives 0).
-
-    With `lengths` (B,), only each sample's first lengths[i] frames count for its statistics, and the frames
-    after them take the sample's quietest value (its silence), so padded batches convert like single clips.
-    """
-    db = 10.0 * torch.log10(power.clamp(min=DB_FLOOR_POWER))
-    if lengths is None:
-        peak = db.amax(dim=(1, 2), keepdim=True)
-        db = torch.maximum(db, peak - DB_RANGE)
-        centred = db - db.mean(dim=(1, 2), keepdim=True)
-        std = centred.square().mean(dim=(1, 2), keepdim=True).sqrt()  # several times faster than Tensor.std on CPU
-        return (centred / (std + STD_EPS))[:, None]
-    valid = (torch.arange(db.shape[2], device=db.device)[None, :] < lengths.to(db.device)[:, None])[:, None, :]
-    count = (lengths.to(db.dtype) * db.shape[1]).view(-1, 1, 1)
-    peak = db.masked_fill(~valid, -torch.inf).amax(dim=(1, 2), keepdim=True)
-    db = torch.maximum(db, peak - DB_RANGE)
-    mean = (db * valid).sum(dim=(1, 2), keepdim=True) / count
-    std = (((db - mean) * valid) ** 2).sum(dim=(1, 2), keepdim=True).div(count).sqrt()
-    x = (db - mean) / (std + STD_EPS)
-    silence = x.masked_fill(~valid, torch.inf).amin(dim=(1, 2), keepdim=True)
-    return torch.where(valid, x, silence)[:, None]
 
 
 def time_scale(wave: torch.Tensor, p: float, scale_range: tuple[float, float], gen: torch.Generator) -> torch.Tensor:

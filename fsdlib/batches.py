@@ -1,4 +1,4 @@
-"""Loader side of training (docs/method.md §3, §5, §6): what a fold trains on, and its batches of cropped clips.
+"""Loader side of training (docs/method.md §3, §5, §6): what a fold trains on, the crops cut from its clips, its batches.
 
 Numpy slicing of memory-mapped stores only; the augmentations run later, in torch, on the batch side. The authors'
 whole-clip time scaling of waveforms (docs/method.md §11) comes before the crop: the loader draws it and copies the
@@ -7,16 +7,19 @@ source samples each crop needs, the batch side resamples.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from fsdlib.augment import ScaledCrop, WaveAugmentConfig, crop_logmel, crop_wave, scaled_crop_windows
+from fsdlib.augment import ScaledCrop, WaveAugmentConfig
 from fsdlib.errors import FsdError
-from fsdlib.spec import ModelSpec
+from fsdlib.spec import ModelSpec, check_pad_mode
 from fsdlib.store import FeatureStore
+
+PadMode = Literal["zero", "loop"]
 
 
 @dataclass
@@ -106,6 +109,118 @@ def check_epoch(spec: ModelSpec, data: FoldData, steps_per_epoch: int) -> None:
         raise FsdError("multitask steps draw a noisy batch each, but the noisy store has no clips")
 
 
+# ---------------------------------------------------------------------------------------------
+# Crops: numpy slicing of one part's clips.
+
+
+def crop_logmel(
+    clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop (frames, n_mels) clips to `length` frames: a random window of a longer clip, a shorter one
+    placed at a random offset in zeros ("zero") or tiled from a random phase ("loop").
+
+    Returns the batch (B, length, n_mels) float32 and `valid` (B, 2) int64: the [start, stop) frames
+    of real content in each crop, which the additional crop of `fsdlib.augment.augment_logmel` stays within.
+    """
+    check_pad_mode(pad_mode)
+    n_mels = clips[0].shape[1]
+    batch = np.zeros((len(clips), length, n_mels), dtype=np.float32)
+    valid = np.zeros((len(clips), 2), dtype=np.int64)
+    for i, clip in enumerate(clips):
+        frames = len(clip)
+        if frames >= length:
+            start = rng.integers(0, frames - length + 1)
+            batch[i] = clip[start : start + length]
+            valid[i] = (0, length)
+        elif pad_mode == "loop" and frames > 0:
+            phase = rng.integers(0, frames)
+            batch[i] = np.take(clip, np.arange(phase, phase + length) % frames, axis=0)
+            valid[i] = (0, length)
+        else:
+            offset = rng.integers(0, length - frames + 1)
+            batch[i, offset : offset + frames] = clip
+            valid[i] = (offset, offset + frames)
+    return batch, valid
+
+
+def crop_wave(clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero") -> np.ndarray:
+    """Pad each int16 clip with length/2 samples on both sides (zeros, or the clip wrapped around for
+    "loop"), take a random window of `length`, and scale to float32 in [-1, 1)."""
+    check_pad_mode(pad_mode)
+    left, right = length // 2, length - length // 2
+    batch = np.zeros((len(clips), length), dtype=np.float32)
+    for i, clip in enumerate(clips):
+        mode = "wrap" if pad_mode == "loop" and len(clip) > 0 else "constant"
+        padded = np.pad(clip, (left, right), mode=mode)
+        start = rng.integers(0, len(padded) - length + 1)
+        batch[i] = padded[start : start + length] / 32768.0
+    return batch
+
+
+def scaled_window_width(length: int, scale_range: tuple[float, float]) -> int:
+    """W, the source samples a time-scaled crop of `length` can need: a crop at factor f spans (L - 1)/f + 1
+    clip samples (L/f + 1 where it loops around the clip's end), f >= min(low, 1) (1: clips not chosen)."""
+    return math.ceil(length / min(scale_range[0], 1.0)) + 2
+
+
+def scaled_crop_windows(
+    clips: list[np.ndarray],
+    length: int,
+    rng: np.random.Generator,
+    scale_range: tuple[float, float] = (0.8, 1.25),
+    p: float = 1.0,
+    pad_mode: PadMode = "zero",
+) -> tuple[np.ndarray, ScaledCrop]:
+    """Loader side of the authors' waveform crop (docs/method.md §11): draw each clip's time-scale factor and crop
+    window, and copy the clip samples the crop reads into a (B, W) int16 window (`scaled_window_width`); the batch
+    side gathers the crops from them (`fsdlib.augment.gather_scaled_crop`). Costs a copy of W samples per clip,
+    whatever its length.
+
+    Draws from `rng`, in this order: u = rng.random(B) (f = lo·(hi/lo)^u), chosen = rng.random(B) < p (the
+    others keep f = 1, which is exactly `crop_wave`'s crop), then for each clip in turn its window start
+    rng.integers(0, int(n·f) + 1) in the scaled clip padded by L/2 on the left.
+    """
+    check_pad_mode(pad_mode)
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise FsdError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+    factor = low * (high / low) ** rng.random(len(clips))
+    factor = np.where(rng.random(len(clips)) < p, factor, 1.0)
+    width = scaled_window_width(length, scale_range)
+    windows = np.zeros((len(clips), width), dtype=np.int16)
+    index = np.zeros((len(clips), 4), dtype=np.int64)
+    for i, (clip, f) in enumerate(zip(clips, factor, strict=True)):
+        n = len(clip)
+        scaled = int(n * f)
+        shift = int(rng.integers(0, scaled + 1)) - length // 2
+        if pad_mode == "loop" and scaled > 0:
+            # The crop's first sample, wrapped into the scaled clip, names the window's first clip sample; the
+            # window then runs on around the clip (the crop's later samples, wrapped, come back to its start).
+            origin = int((shift % scaled) / f)
+            _copy_circular(clip, origin, windows[i])
+            index[i] = shift, scaled, origin, n
+        else:
+            first = max(shift, 0)  # the crop's first sample inside the scaled clip, if any
+            origin = int(first / f) if first < scaled else 0
+            if first < scaled:
+                part = clip[origin : origin + width]
+                windows[i, : len(part)] = part
+            index[i] = shift, scaled, origin, 0
+    return windows, ScaledCrop(factor, index, length)
+
+
+def _copy_circular(clip: np.ndarray, origin: int, out: np.ndarray) -> None:
+    """out[k] = clip[(origin + k) % len(clip)] for every k, by slices."""
+    n, width = len(clip), len(out)
+    if n >= width:
+        head = min(width, n - origin)
+        out[:head] = clip[origin : origin + head]
+        out[head:] = clip[: width - head]
+    else:
+        out[:] = np.resize(np.concatenate([clip[origin:], clip[:origin]]), width)
+
+
+
 class BatchMaker:
     """Draws clip indices and crops memory-mapped clips, all randomness from one seeded generator."""
 
@@ -153,15 +268,3 @@ class BatchMaker:
         stores = (d.curated, d.noisy)
         targets = np.stack([d.curated_targets[i] if s == 0 else d.spl_targets[i] for s, i in picks])
         return self._crop([stores[s][int(i)] for s, i in picks], length, targets)
-
-
-def prefetch(batches: Iterator[Batch]) -> Iterator[Batch]:
-    """Prepare the next batch in a thread while the current one trains (numpy copies release the GIL)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(next, batches, None)
-        while True:
-            batch = future.result()
-            if batch is None:
-                return
-            future = pool.submit(next, batches, None)
-            yield batch

@@ -9,7 +9,6 @@ does not: benchmarks/README.md).
 from __future__ import annotations
 
 import dataclasses
-import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +22,7 @@ import torch
 from fsdlib.audio import SAMPLE_RATE, load_wav
 from fsdlib.errors import FsdError
 from fsdlib.logmel import LogMelConfig, mel_basis
+from fsdlib.prefetch import prefetch
 from fsdlib.progress import progress_bar
 from fsdlib.store import LAYOUTS, StoreWriter
 from fsdlib.wave_ref import WaveRef, wave_ref
@@ -175,53 +175,12 @@ def _read_batches(items: Sequence[tuple[str, Path]], batch_samples: int, refer: 
         yield fnames, waves, refs
 
 
-def _prefetched(batches: Iterator, depth: int = 1) -> Iterator:
-    """Run a producer in a background thread, `depth` items ahead; its exceptions re-raise in the consumer."""
-    box: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        box.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            box.put((done, None))
-        except BaseException as exc:  # handed to the consumer, which raises it
-            box.put((done, exc))
-
-    thread = threading.Thread(target=produce, name="fsdlib-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = box.get()
-            if exc is not None:
-                raise exc
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                box.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        thread.join()
-
-
 def build_feature_store(items: Sequence[tuple[str, Path]], out_prefix: Path, cfg: LogMelConfig,
                         batch_seconds: float = 60.0, progress: bool = True, wave_store: str = "copy") -> None:
     """Write `{out_prefix}.logmel.arrow` (power mel) and `{out_prefix}.wave.arrow` (int16) for `items`, in order.
 
-    Streams in batches of about `batch_seconds` of audio: one batch is read ahead and the previous one written
-    in background threads while the current one is transformed, so memory stays bounded whatever the size.
+    Streams in batches of about `batch_seconds` of audio: up to two batches are read ahead and the previous one
+    written in background threads while the current one is transformed, so memory stays bounded whatever the size.
     `wave_store` "copy" copies every clip's samples into the waveform store; "reference" records where the samples
     of each 16-bit mono 44.1 kHz WAV lie (read in place later) and copies only the clips that needed converting.
     """
@@ -249,10 +208,11 @@ def build_feature_store(items: Sequence[tuple[str, Path]], out_prefix: Path, cfg
             advance(len(fnames))
 
         pending = None
-        for fnames, waves, refs in _prefetched(_read_batches(items, batch_samples, wave_store == "reference")):
+        read = _read_batches(items, batch_samples, wave_store == "reference")
+        for fnames, waves, refs in prefetch(read, depth=2, name="fsdlib-read"):
             mels = extractor(waves)
             if pending is not None:
-                pending.result()  # one batch in writing, one computed, one read ahead: bounded memory
+                pending.result()  # one batch in writing, one computed, two read ahead: bounded memory
             pending = writer.submit(write, fnames, waves, refs, mels)
         if pending is not None:
             pending.result()

@@ -14,8 +14,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from fsdlib.augment import logmel_to_input
-from fsdlib.clip_input import pad_clip, silence_floor
+from fsdlib.clip_input import logmel_to_input, pad_clip, silence_floor
 from fsdlib.device import autocast, resolve_device, to_device
 from fsdlib.errors import FsdError
 from fsdlib.heap import trim_above
@@ -115,7 +114,7 @@ def predict_clips(
         # Longest group first: later batches fit in the memory the earlier ones freed. Shortest first, with the
         # stages' glibc settings (keep freed memory, stages/common.py), the heap grew with the number of clips
         # (demo ResNet: 1.1 GB after 200 clips, 2.3 GB after 800; longest first 1.1 and 1.2), and `max_heap`
-        # bounds what growth is left (README, Full FSDKaggle2019).
+        # bounds what growth is left (docs/results.md, Full FSDKaggle2019).
         for idx in reversed(length_groups(lengths, cfg, inner)):
             x, clip_lengths = _batch(clips, idx, kind, pad, pad_mode)
             x = to_device(x, device, channels_last=True)

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from fsdlib.atomic import atomic_path, write_json
-from fsdlib.augment import augment_logmel, augment_wave, gather_scaled_crop, logmel_to_input
-from fsdlib.batches import Batch, BatchMaker, FoldData, Part, prefetch
+from fsdlib.augment import augment_logmel, augment_wave, gather_scaled_crop
+from fsdlib.batches import Batch, BatchMaker, FoldData, Part
+from fsdlib.clip_input import logmel_to_input
 from fsdlib.device import autocast, cudnn_autotune, resolve_device, to_device
 from fsdlib.distributed import World, init_world, sync_batch_norm
 from fsdlib.errors import FsdError
@@ -26,6 +27,7 @@ from fsdlib.inference import InferenceConfig, predict_clips
 from fsdlib.losses import multitask_loss
 from fsdlib.metrics import lwlrap
 from fsdlib.models import TaggingModel
+from fsdlib.prefetch import prefetch
 from fsdlib.progress import progress_bar
 from fsdlib.resume import BestEpoch, ResumeState, fingerprint, load_init_weights, publish_snapshot, save_cycle, snapshot_path
 from fsdlib.schedule import build_optimizer, cyclic_cosine_scheduler

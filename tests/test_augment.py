@@ -14,14 +14,10 @@ from fsdlib.augment import (
     augment_logmel,
     augment_wave,
     bc_mixup,
-    crop_logmel,
-    crop_wave,
     gather_scaled_crop,
-    logmel_to_input,
-    scaled_crop_windows,
-    scaled_window_width,
 )
-from fsdlib.batches import Part
+from fsdlib.batches import Part, crop_logmel, crop_wave, scaled_crop_windows, scaled_window_width
+from fsdlib.clip_input import logmel_to_input
 from fsdlib.errors import FsdError
 from fsdlib.spec import ModelSpec
 from fsdlib.train import Trainer

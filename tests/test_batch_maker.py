@@ -1,6 +1,9 @@
-"""BatchMaker refuses an epoch the fold cannot fill (docs/method.md §5), and train_fold never asks for one."""
+"""BatchMaker refuses an epoch the fold cannot fill (docs/method.md §5), and train_fold never asks for one; the
+prefetch thread its batches come through."""
 
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import pytest
 
 from fsdlib.batches import BatchMaker, FoldData
 from fsdlib.errors import FsdError
+from fsdlib.prefetch import prefetch
 from fsdlib.train import FoldTraining
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -73,3 +77,31 @@ def test_train_folds_own_steps_per_epoch_always_fit(data: FoldData, n: int) -> N
     assert run.steps_per_epoch == max(1, n // 12)
     batches = list(BatchMaker(spec, fold, run.steps_per_epoch, seed=0).epoch())
     assert len(batches) == run.steps_per_epoch and all(len(b.curated.x) == min(n, 12) for b in batches)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_prefetch_runs_depth_items_ahead_stops_with_the_consumer_and_hands_on_errors(depth: int) -> None:
+    made: list[int] = []
+
+    def items(fail_at: int | None = None):
+        for i in range(10):
+            if i == fail_at:
+                raise ValueError(f"item {i} failed")
+            made.append(i)
+            yield i
+
+    batches = prefetch(items(), depth=depth, name="fsdlib-test")
+    assert next(batches) == 0
+    deadline = time.monotonic() + 10
+    while len(made) < 1 + depth and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.05)
+    assert made == list(range(1 + depth))  # the item in use and `depth` ahead, no more
+    batches.close()
+    assert made == list(range(1 + depth)) and "fsdlib-test" not in [t.name for t in threading.enumerate()]
+    made.clear()
+    got = []
+    with pytest.raises(ValueError, match="item 4 failed"):
+        for item in prefetch(items(fail_at=4), depth=depth):
+            got.append(item)
+    assert got == [0, 1, 2, 3]

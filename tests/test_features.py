@@ -16,7 +16,7 @@ import torch
 from conftest import accepted_wavs
 
 from fsdlib.audio import load_wav
-from fsdlib.augment import logmel_to_input
+from fsdlib.clip_input import logmel_to_input
 from fsdlib.errors import FsdError
 from fsdlib.features import LogMelConfig, LogMelExtractor, build_feature_store
 from fsdlib.store import FeatureStore
