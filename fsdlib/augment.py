@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fsdlib.device import to_device
-from fsdlib.spec import check_choice
+from fsdlib.errors import check_choice
 
 WaveOrder = Literal["crop_first", "authors"]
 MixupMode = Literal["linear", "bc", "authors"]

@@ -18,14 +18,14 @@ import pandas as pd
 
 from fsdlib.batches import FoldData
 from fsdlib.dataset import read_label_table
-from fsdlib.errors import FsdError
+from fsdlib.errors import FsdError, check_choice
 from fsdlib.export import LoadedEnsemble, LoadedMember, export_ensemble
 from fsdlib.fold_data import curated_folds, open_subset
 from fsdlib.metrics import lwlrap
 from fsdlib.onnx_export import export_onnx
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import load_snapshot, snapshot_paths
-from fsdlib.spec import ModelSpec, check_choice
+from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore
 from fsdlib.tagger import Tagger
 from fsdlib.train import train_fold

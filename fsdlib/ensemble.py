@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fsdlib.errors import FsdError
+from fsdlib.errors import FsdError, check_choice
 from fsdlib.metrics import lwlrap
 from fsdlib.selection import SnapshotGrid, average, fold_selections
-from fsdlib.spec import check_choice
 
 DEFAULT_STEPS = 60
 _STEP_SIZES = (0.25, 0.1, 0.05, 0.02)

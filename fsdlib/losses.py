@@ -9,8 +9,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from fsdlib.errors import check_choice
 from fsdlib.models.heads import Activation
-from fsdlib.spec import LOSS_REDUCTIONS, check_activation, check_choice
+from fsdlib.spec import LOSS_REDUCTIONS, check_activation
 
 # "row_sum": KL summed over classes, averaged over rows. "authors": PyTorch's default 'mean' reduction
 # (KLDivLoss()), averaged over batch x classes, i.e. 1/n_classes of "row_sum". BCE is the mean over

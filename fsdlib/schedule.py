@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from fsdlib.errors import FsdError
-from fsdlib.spec import OPTIMIZERS, check_choice
+from fsdlib.errors import FsdError, check_choice
+from fsdlib.spec import OPTIMIZERS
 
 
 def cyclic_cosine_lr(step: int, iters_per_cycle: int, lr_max: float, lr_min: float) -> float:

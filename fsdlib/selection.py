@@ -15,10 +15,9 @@ from itertools import combinations
 
 import numpy as np
 
-from fsdlib.errors import FsdError
+from fsdlib.errors import FsdError, check_choice
 from fsdlib.metrics import lwlrap
 from fsdlib.paths import PATHS, Paths
-from fsdlib.spec import check_choice
 
 SELECT_MODES = ("fixed", "cv")
 

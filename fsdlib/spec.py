@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from fsdlib.errors import FsdError
+from fsdlib.errors import FsdError, check_choice
 
 if TYPE_CHECKING:
     from fsdlib.augment import LogMelAugmentConfig, WaveAugmentConfig
@@ -25,12 +25,6 @@ LOSS_REDUCTIONS = ("authors", "row_sum")  # KL over batch x classes (PyTorch's d
 BCE_MODES = ("bce", "authors")  # a sigmoid head's BCE: correct | on sigmoid(logits), the authors' double sigmoid
 VALIDATE_EVERY = ("cycle", "epoch")  # validation lwlrap after each cycle | after each epoch (the paper's Table 1 CV)
 SPL_VARIANTS = ("all_folds", "leak_free")
-
-
-def check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
-    """FsdError unless `value` is one of `allowed`, naming the setting and the choices."""
-    if value not in allowed:
-        raise FsdError(f"{what} must be {' or '.join(allowed)}, got {value!r}")
 
 
 def check_pad_mode(pad_mode: str) -> None:

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fsdlib.audio import AUDIO_SUFFIXES, float_to_int16, read_any, read_windows
-from fsdlib.errors import FsdError
-from fsdlib.spec import check_choice
+from fsdlib.errors import FsdError, check_choice
 
 if TYPE_CHECKING:  # pandas is imported when a DataFrame is asked for: `fsd tag` starts faster without it
     import pandas as pd

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from fsdlib.report import report_ensemble, selection_summary, summary
+from fsdlib.ensemble_outputs import report_ensemble, selection_summary, summary
 from stages.common import PARAMS, load_params, section, stage
 
 

@@ -1,5 +1,5 @@
 """Weighted averaging, OOF-fitted ensemble weights, the nested CV estimate, and the ensemble stage's outputs
-(fsdlib/report.py)."""
+(fsdlib/ensemble_outputs.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from conftest import make_root, noisy_scores, random_truth
 
 from fsdlib.dataset import label_table, read_dataset, read_label_table
 from fsdlib.ensemble import combine, fit_weights, nested_cv, weighted_average
+from fsdlib.ensemble_outputs import report_ensemble, selection_summary, summary
 from fsdlib.errors import FsdError
 from fsdlib.fold_predictions import write_arrays
 from fsdlib.metrics import lwlrap
 from fsdlib.paths import Paths
-from fsdlib.report import report_ensemble, selection_summary, summary
 from fsdlib.selection import SnapshotGrid, average, select
 
 

@@ -17,12 +17,12 @@ import pandas as pd
 from fsdlib.atomic import atomic_path, write_json
 from fsdlib.dataset import Labels, read_label_table
 from fsdlib.ensemble import Ensemble, combine, nested_cv
+from fsdlib.errors import check_choice
 from fsdlib.fold_predictions import load_predictions
 from fsdlib.metrics import lwlrap, lwlrap_per_class
 from fsdlib.paths import PATHS, Paths
 from fsdlib.plots import mean_curves, plot_cv_per_model, plot_per_class, plot_training_curves
 from fsdlib.selection import SELECT_MODES, Selection, SnapshotGrid, cycle_scores, describe
-from fsdlib.spec import check_choice
 
 Scores = dict[str, dict[str, np.ndarray]]  # split (cv, test) -> model or ensemble -> per-class lwlrap
 
