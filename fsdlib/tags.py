@@ -160,19 +160,3 @@ class TaggerBase:
         for (start, end, _), row in zip(windows, probs, strict=True):
             order = np.argsort(-row, kind="stable")[:top_k]
             yield Tag(path, tuple((self.classes[j], float(row[j])) for j in order), start=start, end=end)
-
-
-def open_tagger_file(path: str | Path, device: str = "auto") -> TaggerBase:
-    """A tagger of an exported file: an ONNX graph (`.onnx`) on onnxruntime without torch, on the CPU; a torch file
-    (`.pt`) on torch, on `device` (a GPU when there is one)."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        if device not in ("auto", "cpu"):
-            raise FsdError(f"an ONNX file runs on the CPU (onnxruntime): --device {device} needs the torch file (.pt)",
-                           path)
-        from fsdlib.onnx_tagger import OnnxTagger  # each engine imported only when used
-
-        return OnnxTagger(path)
-    from fsdlib.tagger import load_tagger
-
-    return load_tagger(path, device)

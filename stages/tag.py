@@ -8,7 +8,8 @@ import typer
 
 from fsdlib.atomic import write_text
 from fsdlib.errors import FsdError
-from fsdlib.tags import expand_paths, open_tagger_file, render_tags
+from fsdlib.tagger_file import open_tagger_file
+from fsdlib.tags import expand_paths, render_tags
 from stages.common import PARAMS, load_params, stage
 
 

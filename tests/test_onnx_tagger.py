@@ -24,7 +24,7 @@ from fsdlib.logmel import LogMelConfig, MelSpectrogram, mel_basis
 from fsdlib.onnx_export import export_onnx, external_data_path, sparse_bank
 from fsdlib.onnx_tagger import ONNX_VERSION, dense_bank, load_onnx_tagger
 from fsdlib.tagger import Tagger
-from fsdlib.tags import open_tagger_file
+from fsdlib.tagger_file import open_tagger_file
 
 ATOL = 1e-4  # onnxruntime's kernels against torch's, float32 through a whole network
 # lengths in samples: shorter than an EnvNet's minimum input, odd lengths, and three of one length (one batch)
