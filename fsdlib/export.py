@@ -88,8 +88,8 @@ def export_ensemble(path: Path, ensemble: LoadedEnsemble) -> int:
                "members": members,
                "mel_basis": torch.from_numpy(mel_basis(ensemble.logmel) if ensemble.mel_basis is None
                                              else ensemble.mel_basis)}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(payload, f)  # to a file object: the archive's inner folder is not the temporary file's name
     return path.stat().st_size
 
 

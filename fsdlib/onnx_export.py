@@ -164,6 +164,8 @@ def export_onnx(path: Path, ensemble: LoadedEnsemble, external: bool = False, op
         warnings.simplefilter("ignore")
         program = torch.onnx.export(graph, tuple(examples), dynamo=True, input_names=names, output_names=[OUTPUT],
                                     dynamic_shapes=(tuple(dynamic),), verbose=False, optimize=optimize)
+    for node in program.model.graph.all_nodes():  # the exporter's notes per node: source paths and stack traces
+        node.metadata_props.clear()
     program.model.metadata_props["fsdlib"] = json.dumps(meta)
     program.model.producer_name = "fsdlib"
     data = external_data_path(path)

@@ -17,7 +17,7 @@ import soundfile as sf
 from test_batch_mates import CLASSES, _wave, member
 
 from fsdlib.errors import FsdError
-from fsdlib.export import LoadedEnsemble
+from fsdlib.export import LoadedEnsemble, export_ensemble
 from fsdlib.features import LogMelExtractor
 from fsdlib.inference import InferenceConfig
 from fsdlib.logmel import LogMelConfig, MelSpectrogram, mel_basis
@@ -87,6 +87,21 @@ def test_external_weights_and_metadata(tmp_path: Path) -> None:
     assert meta["classes"] == CLASSES and len(meta["mel_basis"]["values"]) < 40_000
     export_onnx(external, ensemble)  # exported again without external weights: the stale weights go
     assert not data.exists()
+
+
+def test_exports_are_reproducible(tmp_path: Path) -> None:
+    """The same ensemble exported twice, into other folders: the same bytes (no temporary names or source paths
+    inside), so DVC sees an unchanged output."""
+    ensemble = _ensemble(member("A", [0, 6]), member("E", [0, 2000], family="envnet"))
+    files = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        export_onnx(tmp_path / folder / "tagger.onnx", ensemble, external=True)
+        export_ensemble(tmp_path / folder / "tagger.pt", ensemble)
+        files.append([(tmp_path / folder / name).read_bytes() for name in ("tagger.onnx", "tagger.onnx.data",
+                                                                          "tagger.pt")])
+    assert files[0] == files[1]
+    assert b"onnx_export.py" not in files[0][0]
 
 
 def test_mel_bank_round_trip_is_exact() -> None:
