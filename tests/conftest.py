@@ -157,7 +157,7 @@ COSTS = {
     "test_inference.py": 3.3,
     "test_synth.py": 2.5,
     "test_pipeline.py::test_pipeline_outputs": 2.2,
-    "test_onnx_tagger.py": 85.0,
+    "test_onnx_tagger.py": 90.0,
     "test_features.py": 1.9,
     "test_distill.py": 1.4,
     "test_dataset.py": 1.4,

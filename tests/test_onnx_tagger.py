@@ -5,6 +5,7 @@ whole `fsd tag` process on an ONNX file that never imports torch."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -35,16 +36,30 @@ def _ensemble(*members) -> LoadedEnsemble:
     return LoadedEnsemble(tuple(CLASSES), LogMelConfig(), InferenceConfig(), tuple(members))
 
 
-KINDS = {  # each member kind, unpadded and padded
-    "resnet_sigmoid": lambda: member("A", []),
-    "resnet_sigmoid_pads_loop": lambda: member("A", [0, 6], pad_mode="loop"),
-    "resnet_softmax_pads": lambda: member("B", [3, 9], "softmax"),
-    "envnet": lambda: member("E", [], family="envnet"),
-    "envnet_pads": lambda: member("E", [0, 2000], family="envnet"),
-    "weighted_ensemble": lambda: (member("A", [0, 6], pad_mode="loop"), replace(member("B", [3], "softmax"),
-                                                                                    weight=3.0),
-                                  member("E", [0, 2000], family="envnet")),
+KINDS = {  # each member kind; the ensemble holds a loop-padded ResNet and a padded EnvNet, weighted
+    "resnet_sigmoid": lambda: (member("A", []),),
+    "resnet_softmax_pads": lambda: (member("B", [3, 9], "softmax"),),
+    "envnet": lambda: (member("E", [], family="envnet"),),
+    "ensemble": lambda: (member("A", [0, 6], pad_mode="loop"), replace(member("B", [3], "softmax"), weight=3.0),
+                         member("E", [0, 2000], family="envnet")),
 }
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    """Each kind's ensemble and its ONNX file (the ensemble's with its weights beside it, as the export stage
+    writes it), exported once for the module."""
+    cache: dict[str, tuple[LoadedEnsemble, Path]] = {}
+
+    def get(kind: str) -> tuple[LoadedEnsemble, Path]:
+        if kind not in cache:
+            ensemble = _ensemble(*KINDS[kind]())
+            path = tmp_path_factory.mktemp(kind) / "tagger.onnx"
+            export_onnx(path, ensemble, external=kind == "ensemble")
+            cache[kind] = ensemble, path
+        return cache[kind]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +68,10 @@ def waves() -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_onnx_scores_equal_torch_clip_by_clip_and_batched(kind: str, waves: list[np.ndarray], tmp_path: Path) -> None:
+def test_onnx_scores_equal_torch_clip_by_clip_and_batched(kind: str, waves: list[np.ndarray], exported) -> None:
     """Each clip scored alone by the torch engine; onnxruntime scores the same clips alone (threads=1) and all at
     once (equal lengths in one batch, the rest concurrently): the same probabilities within 1e-4."""
-    made = KINDS[kind]()
-    ensemble = _ensemble(*(made if isinstance(made, tuple) else (made,)))
-    path = tmp_path / "tagger.onnx"
-    export_onnx(path, ensemble)
+    ensemble, path = exported(kind)
     torch_tagger = Tagger(ensemble, "cpu")
     expected = np.stack([torch_tagger.predict([w])[0] for w in waves])
     assert expected.std(axis=0).max() > 1e-3, "clips must score differently for the comparison to mean anything"
@@ -69,39 +81,39 @@ def test_onnx_scores_equal_torch_clip_by_clip_and_batched(kind: str, waves: list
     np.testing.assert_allclose(single.predict(waves[3:6]), expected[3:6], atol=ATOL)  # one batch of three
 
 
-def test_external_weights_and_metadata(tmp_path: Path) -> None:
-    """The ensemble's weights beside the graph (as the export stage writes it): the same scores; the metadata names
-    every member's kind, pads and inputs, and the mel bank is stored exactly in a few KB."""
-    ensemble = _ensemble(member("A", [0, 6], pad_mode="loop"), member("E", [0, 2000], family="envnet"))
-    inline, external = tmp_path / "inline.onnx", tmp_path / "external.onnx"
-    export_onnx(inline, ensemble)
-    size = export_onnx(external, ensemble, external=True)
+def test_external_weights_and_metadata(exported, tmp_path: Path) -> None:
+    """The weights beside the graph score as the same graph with them inside; the metadata names every member's
+    kind, pads and inputs, and the mel bank is stored exactly in a few KB."""
+    ensemble, external = exported("ensemble")
     data = external_data_path(external)
-    assert data.is_file() and size == external.stat().st_size + data.stat().st_size
+    assert data.is_file() and external.stat().st_size < 2 * data.stat().st_size
+    inline = tmp_path / "inline.onnx"
+    size = export_onnx(inline, ensemble)
+    assert size == inline.stat().st_size and not external_data_path(inline).exists()
     clip = [_wave(0.8, 3)]
     np.testing.assert_allclose(load_onnx_tagger(external).predict(clip), load_onnx_tagger(inline).predict(clip),
                                atol=1e-6)
     meta = json.loads({p.key: p.value for p in onnx.load(inline, load_external_data=False).metadata_props}["fsdlib"])
-    assert [(m["name"], m["kind"], m["pads"]) for m in meta["members"]] == [("A", "logmel", [0, 6]), ("E", "wave",
-                                                                                                        [0, 2000])]
+    assert [(m["name"], m["kind"], m["pads"]) for m in meta["members"]] == [
+        ("A", "logmel", [0, 6]), ("B", "logmel", [3]), ("E", "wave", [0, 2000])]
     assert meta["classes"] == CLASSES and len(meta["mel_basis"]["values"]) < 40_000
-    export_onnx(external, ensemble)  # exported again without external weights: the stale weights go
-    assert not data.exists()
+    (tmp_path / "inline.onnx.data").write_bytes(b"stale")
+    export_onnx(inline, ensemble)  # exported again without external weights: stale weights beside it go
+    assert not external_data_path(inline).exists()
 
 
-def test_exports_are_reproducible(tmp_path: Path) -> None:
-    """The same ensemble exported twice, into other folders: the same bytes (no temporary names or source paths
+def test_exports_are_reproducible(exported, tmp_path: Path) -> None:
+    """The same ensemble exported again, into another folder: the same bytes (no temporary names or source paths
     inside), so DVC sees an unchanged output."""
-    ensemble = _ensemble(member("A", [0, 6]), member("E", [0, 2000], family="envnet"))
-    files = []
-    for folder in ("one", "two"):
-        (tmp_path / folder).mkdir()
-        export_onnx(tmp_path / folder / "tagger.onnx", ensemble, external=True)
-        export_ensemble(tmp_path / folder / "tagger.pt", ensemble)
-        files.append([(tmp_path / folder / name).read_bytes() for name in ("tagger.onnx", "tagger.onnx.data",
-                                                                          "tagger.pt")])
-    assert files[0] == files[1]
-    assert b"onnx_export.py" not in files[0][0]
+    ensemble, first = exported("ensemble")
+    again = tmp_path / "tagger.onnx"
+    export_onnx(again, ensemble, external=True)
+    for a, b in ((first, again), (external_data_path(first), external_data_path(again))):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert b"onnx_export.py" not in again.read_bytes()
+    export_ensemble(tmp_path / "one.pt", ensemble)
+    export_ensemble(tmp_path / "two.pt", ensemble)
+    assert (tmp_path / "one.pt").read_bytes() == (tmp_path / "two.pt").read_bytes()
 
 
 def test_mel_bank_round_trip_is_exact() -> None:
@@ -132,9 +144,8 @@ def _edited(source: Path, dest: Path, edit) -> Path:
     return dest
 
 
-def test_damaged_or_foreign_files_get_one_clear_error(tmp_path: Path) -> None:
-    good = tmp_path / "good.onnx"
-    export_onnx(good, _ensemble(member("A", [])))
+def test_damaged_or_foreign_files_get_one_clear_error(exported, tmp_path: Path) -> None:
+    good = shutil.copy(exported("resnet_sigmoid")[1], tmp_path / "good.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not an onnx file at all")
     (tmp_path / "cut.onnx").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
 
@@ -163,20 +174,19 @@ def test_damaged_or_foreign_files_get_one_clear_error(tmp_path: Path) -> None:
         with pytest.raises(FsdError, match=message) as caught:
             open_tagger_file(path)
         assert str(path) in str(caught.value), caught.value
-    external = tmp_path / "external.onnx"
-    export_onnx(external, _ensemble(member("A", [])), external=True)
-    external_data_path(external).unlink()
+    external = shutil.copy(exported("ensemble")[1], tmp_path / "external.onnx")  # its weights' file not beside it
     with pytest.raises(FsdError, match="not a loadable ONNX file"):
         open_tagger_file(external)
     with pytest.raises(FsdError, match="runs on the CPU"):
         open_tagger_file(good, "cuda")
 
 
-def test_fsd_tag_on_an_onnx_file_never_imports_torch(tmp_path: Path) -> None:
+def test_fsd_tag_on_an_onnx_file_never_imports_torch(exported, tmp_path: Path) -> None:
     """From a folder outside the repository: WAV, FLAC, OGG and MP3 files and `--segment` windows, an ensemble with
     an EnvNet, and not one torch import in the process."""
-    export_onnx(tmp_path / "tagger.onnx", _ensemble(member("A", [0, 6]), member("E", [0, 2000], family="envnet")),
-                external=True)
+    graph = exported("ensemble")[1]
+    for source in (graph, external_data_path(graph)):
+        shutil.copy(source, tmp_path / source.name)
     clips = tmp_path / "clips"
     clips.mkdir()
     subtypes = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
