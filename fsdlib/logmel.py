@@ -56,6 +56,16 @@ def mel_basis(cfg: LogMelConfig) -> np.ndarray:
                                htk=False, norm="slaney", dtype=np.float64)
 
 
+def filter_bands(basis: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """Each filter's non-zero band of a filter bank (n_mels, bins): its first bin, last bin + 1 and weights."""
+    bands = []
+    for row in np.asarray(basis, np.float64):
+        nonzero = np.flatnonzero(row)
+        start, stop = (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
+        bands.append((start, stop, np.ascontiguousarray(row[start:stop])))
+    return bands
+
+
 class MelSpectrogram:
     """Power mel spectrograms (frames, n_mels) float32 of 1-D waves (int16, or float in [-1, 1)), one clip at a
     time in chunks of `chunk_frames` frames: memory bounded by the chunk, whatever the clip's length.
@@ -71,11 +81,7 @@ class MelSpectrogram:
         if basis.shape != (cfg.n_mels, cfg.n_fft // 2 + 1):
             raise FsdError(f"mel filter bank of shape {basis.shape}, expected {(cfg.n_mels, cfg.n_fft // 2 + 1)}")
         self.cfg, self.basis, self.chunk_frames = cfg, basis, chunk_frames
-        self._bands = []  # (first bin, last bin + 1, weights) of each filter's non-zero band
-        for row in basis:
-            nonzero = np.flatnonzero(row)
-            start, stop = (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
-            self._bands.append((start, stop, np.ascontiguousarray(row[start:stop])))
+        self._bands = filter_bands(basis)
         n = np.arange(cfg.n_fft)
         self._window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.n_fft)  # periodic Hann, as librosa's STFT
 

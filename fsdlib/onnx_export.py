@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from fsdlib.export import LoadedEnsemble
-from fsdlib.logmel import mel_basis
+from fsdlib.logmel import filter_bands, mel_basis
 from fsdlib.onnx_tagger import ONNX_FORMAT, ONNX_VERSION, OUTPUT, input_name
 
 
@@ -103,15 +103,10 @@ class _Ensemble(nn.Module):
 def sparse_bank(basis: np.ndarray) -> dict[str, Any]:
     """A mel filter bank (n_mels, bins) as each filter's first non-zero bin, band width and values (float64,
     base64): exact, and a few KB."""
-    starts, widths, values = [], [], []
-    for row in np.asarray(basis, np.float64):
-        nonzero = np.flatnonzero(row)
-        start, stop = (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
-        starts.append(start)
-        widths.append(stop - start)
-        values.append(row[start:stop])
-    data = np.concatenate(values) if values else np.zeros(0)
-    return {"shape": list(basis.shape), "starts": starts, "widths": widths,
+    bands = filter_bands(basis)
+    data = np.concatenate([weights for _, _, weights in bands]) if bands else np.zeros(0)
+    return {"shape": list(basis.shape), "starts": [start for start, _, _ in bands],
+            "widths": [stop - start for start, stop, _ in bands],
             "values": base64.b64encode(data.astype("<f8").tobytes()).decode("ascii")}
 
 

@@ -111,8 +111,14 @@ class OnnxTagger(TaggerBase):
             groups = [part for g in groups for part in np.array_split(g, min(len(g), self.threads))]
 
         def run(idx: Sequence[int]) -> None:
-            feeds = {name: np.stack([_member_input(m, pad, powers[i], waves[i]) for i in idx])
-                     for m in self.members for pad, name in zip(m["pads"], m["inputs"], strict=True)}
+            made: dict[tuple, np.ndarray] = {}  # members of one kind, pad and pad mode share their input
+            feeds = {}
+            for m in self.members:
+                for pad, name in zip(m["pads"], m["inputs"], strict=True):
+                    key = (m["kind"], pad, m["pad_mode"], m.get("min_samples"))
+                    if key not in made:
+                        made[key] = np.stack([_member_input(m, pad, powers[i], waves[i]) for i in idx])
+                    feeds[name] = made[key]
             out[list(idx)] = self.session.run([self.meta["output"]], feeds)[0]
 
         if self.threads == 1 or len(groups) == 1:
