@@ -28,6 +28,7 @@ from fsdlib.predict import load_snapshot, snapshot_paths
 from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore
 from fsdlib.tagger import Tagger
+from fsdlib.tags import TaggerBase
 from fsdlib.train import train_fold
 
 SUBSETS = ("curated", "noisy", "test")
@@ -66,11 +67,11 @@ class DistillSet:
     counts: dict[str, int]
 
 
-def open_distill_set(tagger: Tagger, subsets: Sequence[str], curated_targets: str = "labels", paths: Paths = PATHS,
-                     progress: bool = True) -> DistillSet:
+def open_distill_set(tagger: TaggerBase, subsets: Sequence[str], curated_targets: str = "labels",
+                     paths: Paths = PATHS, progress: bool = True) -> DistillSet:
     """The subsets' stores (each kind the tagger or the distilled network may read) and their targets: the
-    ensemble's predictions of their clips, or for curated clips their labels (`curated_targets`: labels or
-    ensemble)."""
+    ensemble's predictions of their clips (`tagger`: either engine), or for curated clips their labels
+    (`curated_targets`: labels or ensemble)."""
     check_choice("distill.curated_targets", curated_targets, CURATED_TARGETS)
     unknown = sorted(set(subsets) - set(SUBSETS))
     if unknown or "curated" not in subsets:
@@ -113,13 +114,16 @@ def distill_fold_data(data: DistillSet, kind: str, holdout_fold: int) -> FoldDat
 
 
 def distill(tagger: Tagger, spec: ModelSpec, subsets: Sequence[str], holdout_fold: int,
-            curated_targets: str = "labels", paths: Paths = PATHS, device: str = "auto", progress: bool = True) -> dict:
+            curated_targets: str = "labels", paths: Paths = PATHS, device: str = "auto", progress: bool = True,
+            targets_by: TaggerBase | None = None) -> dict:
     """Train the distilled network and export it to `paths.distilled_tagger`; return its scores beside the
-    ensemble's (test lwlrap when the test labels are known, the held-out fold's lwlrap) and the files' sizes."""
+    ensemble's (test lwlrap when the test labels are known, the held-out fold's lwlrap) and the files' sizes.
+    `targets_by`: the engine that predicts the targets (default `tagger`; the exported ONNX graph of the same
+    ensemble is twice as fast on a CPU)."""
     if spec.multitask or spec.spl or spec.init_from:
         raise FsdError("distill.model: the distilled network learns from the ensemble's predictions only "
                        "(multitask, spl and init_from must be off)")
-    data = open_distill_set(tagger, subsets, curated_targets, paths, progress)
+    data = open_distill_set(targets_by or tagger, subsets, curated_targets, paths, progress)
     result = train_fold(spec, distill_fold_data(data, spec.kind, holdout_fold), len(tagger.classes), paths.distill,
                         paths.state / NAME, name=NAME, fold=holdout_fold, device=device, inference=tagger.inference,
                         progress=progress)

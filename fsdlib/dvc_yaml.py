@@ -4,7 +4,7 @@ Each stage's code deps are the first-party files its command module (stages/cli.
 an edit elsewhere reruns nothing, an edit to one of them reruns the stage. Data deps, params, outs, metrics and plots
 are declared once in STAGES. The matrix stages run over params.yaml's `stage_models` lists (`${stage_models.<stage>}`,
 so one dvc.yaml serves params.yaml and params/paper.yaml); those lists are checked here against `models` (init_from,
-spl) and `ensemble.weights`, and the top-level training-curve plots follow the weights. Torch-free: stdlib and yaml.
+spl) and `ensemble.weights`; the top-level training-curve plots follow params.yaml's weights. Torch-free.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ STAGES = (
           outs=outs("data/tagger.pt", "data/tagger.onnx", "data/tagger.onnx.data")),
     Stage("distill", "fsd distill",
           "one fast network trained on the ensemble's predictions, exported like the ensemble",
-          data=TRAINING + ("data/tagger.pt",), params=("distill",),
+          data=TRAINING + ("data/tagger.pt", "data/tagger.onnx", "data/tagger.onnx.data"), params=("distill",),
           outs=outs("data/distill", "data/tagger_distilled.pt", "data/tagger_distilled.onnx"),
           metrics=(kept("metrics/distill.json"),)),
 )
@@ -193,22 +193,33 @@ def stage_module(root: Path, cmd: str) -> str:
 
 # --- model lists: stage_models, models and ensemble.weights agree ------------------------------------------------
 
+def stage_lists(models: dict[str, Any], weights: dict[str, Any]) -> dict[str, list[str]]:
+    """The `stage_models` lists that `models` (init_from, spl) and `ensemble.weights` make: each model in the
+    train stage of its kind, every weighed model predicted (weight 0: reported only)."""
+    matrix = [s for s in STAGES if s.matrix]
+    lists: dict[str, list[str]] = {s.name: [] for s in matrix}
+    lists["predict"] = list(weights)
+    groups = {s.trains: s.name for s in matrix if s.trains is not None}
+    for model, spec in models.items():
+        key = (spec.get("init_from"), bool(spec.get("spl")))
+        if key in groups:
+            lists[groups[key]].append(model)
+    return lists
+
+
 def model_problems(params: dict[str, Any]) -> list[str]:
     """Where a params file's stage_models lists disagree with its models (init_from, spl) and ensemble weights."""
     models, lists = params.get("models") or {}, params.get("stage_models") or {}
     weights = (params.get("ensemble") or {}).get("weights") or {}
-    matrix = [s for s in STAGES if s.matrix]
-    problems = [f"stage_models.{k}: no such matrix stage in dvc.yaml" for k in lists if k not in {s.name for s in matrix}]
-    wanted: dict[str, list[str]] = {s.name: [] for s in matrix}
-    wanted["predict"] = list(weights)  # every model the ensemble weighs is predicted (weight 0: reported only)
-    groups = {s.trains: s.name for s in matrix if s.trains is not None}
+    problems = [f"stage_models.{k}: no such matrix stage in dvc.yaml" for k in lists
+                if k not in {s.name for s in STAGES if s.matrix}]
+    wanted = stage_lists(models, weights)
+    groups = {s.trains: s.name for s in STAGES if s.matrix and s.trains is not None}
     for model, spec in models.items():
         key = (spec.get("init_from"), bool(spec.get("spl")))
         if key not in groups:
             problems.append(f"models.{model}: no train stage trains a model with init_from {key[0]}, spl {key[1]} "
                             f"(stages: {', '.join(f'{g}: init_from {i}, spl {s}' for (i, s), g in groups.items())})")
-        else:
-            wanted[groups[key]].append(model)
         variant = (spec.get("spl") or {}).get("variant")
         if variant is not None and f"data/pseudo/{variant}.parquet" not in PSEUDO_LABELS:
             problems.append(f"models.{model}: spl.variant {variant} is not a pseudo_label output")
@@ -246,10 +257,12 @@ def load_params(root: Path) -> dict[str, dict[str, Any]]:
             problems += [f"{name}: {p}" for p in model_problems(loaded[name])]
     if PARAMS_FILES[0] not in loaded:
         raise FsdError("params file not found", root / PARAMS_FILES[0])
-    plots = {name: curve_plots(p) for name, p in loaded.items()}
-    problems += [f"{name}: plots {plots[name]} differ from {PARAMS_FILES[0]}'s {plots[PARAMS_FILES[0]]} (the first of "
-                 "folds.ids, models weighted above 0), and dvc.yaml is one file for both"
-                 for name in plots if plots[name] != plots[PARAMS_FILES[0]]]
+    fold, shown = curve_plots(loaded[PARAMS_FILES[0]])
+    for name, other in loaded.items():  # dvc.yaml is one file for all: what it plots, each of them must train
+        missing = [m for m in shown if m not in (other.get("models") or {})]
+        if missing or int(other["folds"]["ids"][0]) != fold:
+            problems.append(f"{name}: dvc.yaml plots fold {fold} of {shown} ({PARAMS_FILES[0]}'s models weighted "
+                            f"above 0), but this file trains fold {other['folds']['ids'][0]} first and lacks {missing}")
     if problems:
         raise FsdError("the params files' model lists disagree with each other or with dvc.yaml's matrix stages "
                        "(fsdlib/dvc_yaml.py):\n  " + "\n  ".join(problems))
@@ -295,7 +308,7 @@ def render(root: Path) -> str:
     lines, parsed = ["stages:"], {}
     for stage in STAGES:
         lines += stage_lines(root, stage, parsed) + [""]
-    lines.append(commented("plots:", f"training curves (dvclive), fold {fold} of each model the ensemble weighs above 0"))
+    lines.append(commented("plots:", f"training curves (dvclive), fold {fold} of each model weighed above 0"))
     lines += [f"  - data/models/{m}/fold{fold}/live/plots/metrics: {{x: step}}" for m in models]
     return "\n".join(lines) + "\n"
 

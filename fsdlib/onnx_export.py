@@ -180,7 +180,8 @@ def export_onnx(path: Path, ensemble: LoadedEnsemble, external: bool = False, op
 def _quiet_exporter() -> Iterator[None]:
     """The exporter's progress lines and its notes on optional packages (torchvision's operators) kept off the
     stage's output."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.onnx._internal.exporter._registration")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.onnx._internal.exporter._registration",
+                                                    "onnxscript", "onnx_ir")]
     levels = [log.level for log in loggers]
     for log in loggers:
         log.setLevel(logging.ERROR)

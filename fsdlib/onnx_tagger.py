@@ -24,6 +24,7 @@ import numpy as np
 from fsdlib.clip_input import pad_clip, power_to_input, silence_floor
 from fsdlib.errors import FsdError
 from fsdlib.logmel import LogMelConfig, MelSpectrogram
+from fsdlib.progress import progress_bar
 from fsdlib.tags import TaggerBase
 
 ONNX_FORMAT, ONNX_VERSION = "fsdlib-tagger-onnx", 1  # of the metadata entry `fsdlib`
@@ -101,7 +102,14 @@ class OnnxTagger(TaggerBase):
     def predict(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(n_files, n_classes) ensemble probabilities of int16 waveforms at 44.1 kHz."""
         logmel = any(m["kind"] == "logmel" for m in self.members)
-        powers = self.mel.many(waves) if logmel else [None] * len(waves)
+        return self.predict_features(self.mel.many(waves) if logmel else None, waves)
+
+    def predict_features(self, mels: Sequence[np.ndarray] | None, waves: Sequence[np.ndarray],
+                         progress: str | None = None) -> np.ndarray:
+        """The same from features already made, as the torch `Tagger.predict_features`: power log-mels (n_mels,
+        frames; None when no member reads them) and int16 waveforms of the same clips; a progress bar over the
+        batches when labelled."""
+        powers = [None] * len(waves) if mels is None else mels
         out = np.zeros((len(waves), len(self.classes)), np.float32)
         same_length: dict[int, list[int]] = defaultdict(list)
         for i, wave in enumerate(waves):
@@ -121,12 +129,15 @@ class OnnxTagger(TaggerBase):
                     feeds[name] = made[key]
             out[list(idx)] = self.session.run([self.meta["output"]], feeds)[0]
 
-        if self.threads == 1 or len(groups) == 1:
-            for idx in groups:
-                run(idx)
-        else:
-            with ThreadPoolExecutor(self.threads) as pool:
-                list(pool.map(run, groups))  # onnxruntime runs release the GIL
+        with progress_bar(progress or "", len(groups), progress is not None) as advance:
+            if self.threads == 1 or len(groups) == 1:
+                for idx in groups:
+                    run(idx)
+                    advance()
+            else:
+                with ThreadPoolExecutor(self.threads) as pool:
+                    for _ in pool.map(run, groups):  # onnxruntime runs release the GIL
+                        advance()
         return out
 
 

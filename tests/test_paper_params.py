@@ -74,14 +74,19 @@ def test_paper_ensemble_features_and_folds() -> None:
 
 
 def test_paper_and_demo_have_the_same_layout() -> None:
-    assert PAPER.keys() == DEMO.keys() and PAPER["models"].keys() == DEMO["models"].keys()
+    """The demo trains a subset of the paper's models; the rest wait in `more_models`, each with the same keys."""
+    every = {**DEMO["models"], **DEMO["more_models"]}
+    assert PAPER.keys() == DEMO.keys() - {"more_models"} and PAPER["models"].keys() == every.keys()
+    assert not DEMO["models"].keys() & DEMO["more_models"].keys()
     for name, spec in PAPER["models"].items():  # as merged from model_defaults
         # the demo may start a model from another's weights where the paper trains it from scratch (F)
-        assert spec.keys() - {"init_from"} == DEMO["models"][name].keys() - {"init_from"}, name
+        assert spec.keys() - {"init_from"} == every[name].keys() - {"init_from"}, name
     assert PAPER["stage_models"].keys() == DEMO["stage_models"].keys()  # the same dvc.yaml stages
-    assert PAPER["stage_models"]["predict"] == DEMO["stage_models"]["predict"]
+    assert set(DEMO["stage_models"]["predict"]) == DEMO["models"].keys()
+    assert set(DEMO["stage_models"]["predict"]) <= set(PAPER["stage_models"]["predict"])
     assert PAPER["model_defaults"].keys() == DEMO["model_defaults"].keys()
-    assert PAPER["ensemble"]["weights"].keys() == DEMO["ensemble"]["weights"].keys()
+    assert DEMO["ensemble"]["weights"].keys() == DEMO["models"].keys()
+    assert {m: w for m, w in PAPER["ensemble"]["weights"].items() if m in DEMO["models"]} == DEMO["ensemble"]["weights"]
 
 
 @pytest.mark.parametrize("name", list(PAPER["models"]))
