@@ -30,7 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnx_ir
 import torch
+from onnx import helper, numpy_helper
 from torch import nn
 
 from fsdlib.export import LoadedEnsemble
@@ -67,37 +70,15 @@ def _exportable(model: nn.Module) -> nn.Module:
     return model
 
 
-class _Member(nn.Module):
-    """One member: its snapshot networks' mean probability over its inputs (one per TTA pad), clipped to [0, 1]."""
+class _Net(nn.Module):
+    """One snapshot network as the exporter traces it: probabilities of its input under the member's activation."""
 
-    def __init__(self, models: list[nn.Module], activation: str, n_pads: int) -> None:
+    def __init__(self, model: nn.Module, activation: str) -> None:
         super().__init__()
-        self.nets, self.activation, self.n_pads = nn.ModuleList(_exportable(m) for m in models), activation, n_pads
+        self.net, self.activation = _exportable(model), activation
 
-    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        total = torch.zeros(())
-        for x in inputs:
-            for net in self.nets:
-                total = total + net.predict(x, self.activation)
-        return (total / (len(inputs) * len(self.nets))).clamp(0.0, 1.0)
-
-
-class _Ensemble(nn.Module):
-    """The members' weighted mean, inputs in `input_name` order (members in order, each member's pads in order)."""
-
-    def __init__(self, ensemble: LoadedEnsemble) -> None:
-        super().__init__()
-        members = ensemble.members
-        self.members = nn.ModuleList(_Member(list(m.models), m.spec.activation, len(m.pads) or 1) for m in members)
-        total = sum(m.weight for m in members)
-        self.weights = [m.weight / total for m in members]
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out, start = torch.zeros(()), 0
-        for member, weight in zip(self.members, self.weights, strict=True):
-            out = out + weight * member(list(inputs[start : start + member.n_pads]))
-            start += member.n_pads
-        return out
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.predict(x, self.activation)
 
 
 def sparse_bank(basis: np.ndarray) -> dict[str, Any]:
@@ -133,41 +114,109 @@ def metadata(ensemble: LoadedEnsemble) -> dict[str, Any]:
             "logmel": asdict(ensemble.logmel), "mel_basis": sparse_bank(basis), "members": members, "output": OUTPUT}
 
 
+def traced_network(member: Any, n_mels: int) -> onnx.ModelProto:
+    """The member's first snapshot network traced once (batch and time axes dynamic): one input `x`, one output
+    `p`, its weights as initializers named by their parameter names (`net.<...>`)."""
+    example = _example(member, n_mels)
+    time_min = member.models[0].backbone.min_samples if member.spec.kind == "wave" else 1
+    dynamic = {0: torch.export.Dim("batch", min=1), example.ndim - 1: torch.export.Dim("time", min=time_min)}
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(_Net(member.models[0], member.spec.activation).eval(), (example,), dynamo=True,
+                                    input_names=["x"], output_names=["p"], dynamic_shapes=(dynamic,), verbose=False,
+                                    optimize=False)
+    return onnx_ir.serde.serialize_model(program.model)
+
+
+def _copy_network(graph: onnx.GraphProto, net: onnx.GraphProto, source: str, weights: str, values: str) -> str:
+    """Append a copy of a traced network's nodes to `graph`, reading input `source` and the weights named
+    `weights` + the traced names (added by the caller), its own values prefixed with `values`; its output's name."""
+    traced_weights = {t.name for t in net.initializer}
+
+    def renamed(value: str) -> str:
+        if value == "x":
+            return source
+        if not value:  # an optional input left out
+            return value
+        return f"{weights}{value}" if value in traced_weights else f"{values}{value}"
+
+    for node in net.node:
+        copied = onnx.NodeProto()
+        copied.CopyFrom(node)
+        copied.name = f"{values}{node.name}"
+        del copied.metadata_props[:]  # the exporter's notes: source paths and stack traces
+        copied.input[:] = [renamed(v) for v in node.input]
+        copied.output[:] = [renamed(v) for v in node.output]
+        graph.node.append(copied)
+    return renamed("p")
+
+
+def ensemble_graph(ensemble: LoadedEnsemble, meta: dict[str, Any]) -> onnx.ModelProto:
+    """The whole ensemble as one graph, each member's network traced once (`traced_network`) and copied per
+    snapshot and TTA pad: the copies of snapshot s share its weights, the copies of pad p read its input. Each
+    member's probabilities are summed, divided by their count and clipped to [0, 1]; the members are summed with
+    their normalised weights into `probabilities`. Tracing is the slow part of an export (about a second per
+    network call), so one trace per member instead of one per call."""
+    total = sum(m.weight for m in ensemble.members)
+    graph = onnx.GraphProto(name="fsdlib_ensemble")
+    terms, opsets, ir_version, k = [], {}, 0, 0
+    for i, (member, entry) in enumerate(zip(ensemble.members, meta["members"], strict=True)):
+        traced = traced_network(member, ensemble.logmel.n_mels)
+        net = traced.graph
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in net.node for a in n.attribute):
+            raise ValueError(f"{member.name}: a traced network with subgraphs cannot be copied")
+        opsets.update({o.domain: o.version for o in traced.opset_import})
+        ir_version = max(ir_version, traced.ir_version)
+        for s, snapshot in enumerate(member.models):
+            state = _Net(snapshot, member.spec.activation).state_dict()
+            for t in net.initializer:
+                if t.name not in state or tuple(state[t.name].shape) != tuple(t.dims):
+                    raise ValueError(f"{member.name}: the traced weight {t.name} is not a parameter of the network")
+                graph.initializer.append(numpy_helper.from_array(state[t.name].detach().numpy(), f"m{i}.s{s}.{t.name}"))
+        outputs = []
+        for p, name in enumerate(entry["inputs"]):
+            k += 1
+            dims = [d.dim_value if d.HasField("dim_value") else "batch" for d in net.input[0].type.tensor_type.shape.dim]
+            dims[-1] = f"time_{k}"
+            graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims))
+            outputs += [_copy_network(graph, net, name, f"m{i}.s{s}.", f"m{i}.p{p}.s{s}.")
+                        for s in range(len(member.models))]
+        scale, low, high, weight = (f"m{i}.{n}" for n in ("scale", "low", "high", "weight"))
+        for const, value in ((scale, 1.0 / len(outputs)), (low, 0.0), (high, 1.0), (weight, member.weight / total)):
+            graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), const))
+        graph.node.extend([
+            helper.make_node("Sum", outputs, [f"m{i}.sum"], name=f"m{i}.sum"),
+            helper.make_node("Mul", [f"m{i}.sum", scale], [f"m{i}.mean"], name=f"m{i}.mean"),
+            helper.make_node("Clip", [f"m{i}.mean", low, high], [f"m{i}.clipped"], name=f"m{i}.clip"),
+            helper.make_node("Mul", [f"m{i}.clipped", weight], [f"m{i}.term"], name=f"m{i}.term")])
+        terms.append(f"m{i}.term")
+    graph.node.append(helper.make_node("Sum", terms, [OUTPUT], name="ensemble"))
+    graph.output.append(helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT,
+                                                      ["batch", len(ensemble.classes)]))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+                             ir_version=ir_version, producer_name="fsdlib")
+
+
 def external_data_path(path: Path) -> Path:
     """Where an ONNX file written with external weights keeps them: beside it, its name + ".data"."""
     return path.with_name(f"{path.name}.data")
 
 
-def export_onnx(path: Path, ensemble: LoadedEnsemble, external: bool = False, optimize: bool = True) -> int:
+def export_onnx(path: Path, ensemble: LoadedEnsemble, external: bool = False) -> int:
     """Write the ensemble as one ONNX graph with its front-end metadata; returns the size in bytes (with the
     weights). `external`: weights in `external_data_path(path)` (ONNX's protobuf holds at most 2 GB; a paper-scale
     ensemble is larger). Each file is renamed into place complete, the weights before the graph."""
-    import onnx_ir  # the exporter's own dependencies: needed to export, not to tag
-
     if not ensemble.members:
         raise ValueError("an ensemble without members")
     meta = metadata(ensemble)
-    graph = _Ensemble(ensemble).eval()
-    examples, names, dynamic, batch = [], [], [], torch.export.Dim("batch", min=1)
-    for m, entry in zip(ensemble.members, meta["members"], strict=True):
-        for name in entry["inputs"]:
-            examples.append(_example(m, ensemble.logmel.n_mels))
-            names.append(name)
-            time_min = entry.get("min_samples", 1)
-            dynamic.append({0: batch, examples[-1].ndim - 1: torch.export.Dim(f"time_{len(names)}", min=time_min)})
-    with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph, tuple(examples), dynamo=True, input_names=names, output_names=[OUTPUT],
-                                    dynamic_shapes=(tuple(dynamic),), verbose=False, optimize=optimize)
-    for node in program.model.graph.all_nodes():  # the exporter's notes per node: source paths and stack traces
-        node.metadata_props.clear()
-    program.model.metadata_props["fsdlib"] = json.dumps(meta)
-    program.model.producer_name = "fsdlib"
+    model = onnx_ir.serde.deserialize_model(ensemble_graph(ensemble, meta))
+    model.metadata_props["fsdlib"] = json.dumps(meta)
+    model.producer_name = "fsdlib"
     data = external_data_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent) as tmp:
         staged = Path(tmp)  # both files written under their final names: the graph names its weights' file
-        onnx_ir.save(program.model, staged / path.name, external_data=data.name if external else None)
+        onnx_ir.save(model, staged / path.name, external_data=data.name if external else None)
         if external:
             os.replace(staged / data.name, data)
         os.replace(staged / path.name, path)
