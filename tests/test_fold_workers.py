@@ -71,13 +71,14 @@ def _assert_same_fold_outputs(a: Path, b: Path) -> None:
 
 def test_concurrent_folds_match_folds_one_after_another(tiny_pipeline: Path, tmp_path: Path) -> None:
     """Two one-thread workers at once give each fold bit for bit the weights of one process training the folds in
-    turn with one thread (model A: two cycles, multitask, augmentations)."""
+    turn with one thread (model A: two cycles, multitask, augmentations; then C's first fold, which the worker that
+    finishes first takes up: a worker trains one fold after another)."""
     together, in_turn = copy_repo(tiny_pipeline, tmp_path / "together"), copy_repo(tiny_pipeline, tmp_path / "turn")
-    results = train_folds(_jobs(together, "A"), [Slot("cpu", 1)] * 2, progress=False)
-    train_folds(_jobs(in_turn, "A"), [Slot("cpu", 1)], progress=False)
-    assert [len(r.cycle_lwlrap) for r in results] == [2, 2]
-    for k in (0, 1):
-        _assert_same_fold_outputs(Paths(together).fold_dir("A", k), Paths(in_turn).fold_dir("A", k))
+    results = train_folds(_jobs(together, "A") + _jobs(together, "C")[:1], [Slot("cpu", 1)] * 2, progress=False)
+    train_folds(_jobs(in_turn, "A") + _jobs(in_turn, "C")[:1], [Slot("cpu", 1)], progress=False)
+    assert [len(r.cycle_lwlrap) for r in results] == [2, 2, 1]
+    for model, k in (("A", 0), ("A", 1), ("C", 0)):
+        _assert_same_fold_outputs(Paths(together).fold_dir(model, k), Paths(in_turn).fold_dir(model, k))
 
 
 def test_a_failing_fold_names_itself(tiny_pipeline: Path, tmp_path: Path) -> None:
