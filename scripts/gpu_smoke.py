@@ -4,7 +4,7 @@
    mel band or a tone), curated and noisy, with their targets; about 30 MiB for the default 64 clips per store.
 2. `run --device cuda` (on the GPU machine; needs only torch, numpy, pyarrow and pyyaml besides the repository:
    fsdlib is imported from the checkout, no DVC and no audio libraries):
-   - the demo ResNet (models.A) and EnvNet (models.D) of params.yaml: a few `Trainer.step`s under the device's
+   - the demo ResNet (models.A) and EnvNet (models.pre) of params.yaml: a few `Trainer.step`s under the device's
      autocast (bf16 where supported), then `predict_clips` of the held-out clips on the device and, with the same
      weights, on the CPU: max |difference|, lwlrap of each, and the share of tied scores (ties within a clip's row);
    - one data-parallel cycle of models.A in a one-rank process group (NCCL on CUDA, gloo on the CPU) through the
@@ -223,11 +223,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def run(inputs: Path, device_name: str, steps: int, paper: bool) -> None:
     device = resolve_device(device_name)
     params = load_params(ROOT / "params.yaml")
-    resnet, envnet = model_spec(params, "A"), model_spec(params, "D")
+    resnet, envnet = model_spec(params, "A"), model_spec(params, "pre")
     began = time.perf_counter()
     logmel, wave = fold_data(inputs, "logmel"), fold_data(inputs, "wave")
     rows = [train_and_compare("demo ResNet (A)", resnet, logmel, device, steps),
-            train_and_compare("demo EnvNet (D)", envnet, wave, device, steps),
+            train_and_compare("demo EnvNet (pre)", envnet, wave, device, steps),
             one_rank_ddp(resnet, logmel, device)]
     if paper:
         rows += paper_steps(device, steps)

@@ -231,7 +231,7 @@ def test_gpu_smoke_dry_run_on_the_cpu(tmp_path: Path) -> None:
                           "--no-paper"], capture_output=True, text=True, timeout=120, cwd=ROOT,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
-    for row in ("demo ResNet (A)", "demo EnvNet (D)", "DDP (1 rank, gloo)"):
+    for row in ("demo ResNet (A)", "demo EnvNet (pre)", "DDP (1 rank, gloo)"):
         assert row in run.stdout
 
 
@@ -247,6 +247,6 @@ def test_gpu_smoke_dry_run_with_its_defaults(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [line for line in run.stdout.splitlines() if " | " in line]
     assert [row.split(" | ")[0].strip() for row in rows[1:]] == [
-        "demo ResNet (A)", "demo EnvNet (D)", "DDP (1 rank, gloo)", "paper A (resnet, 512x64)",
+        "demo ResNet (A)", "demo EnvNet (pre)", "DDP (1 rank, gloo)", "paper A (resnet, 512x64)",
         "paper D (envnet, 133300x64)"]
     assert all(row.split(" | ")[3].strip() == "True" for row in rows[1:4])  # finite losses
