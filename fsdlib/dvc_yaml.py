@@ -193,13 +193,17 @@ def stage_module(root: Path, cmd: str) -> str:
 
 # --- model lists: stage_models, models and ensemble.weights agree ------------------------------------------------
 
+def train_groups() -> dict[tuple[str | None, bool], str]:
+    """The train stage of each kind of model: (init_from, whether it learns soft pseudo labels) -> stage name."""
+    return {s.trains: s.name for s in STAGES if s.matrix and s.trains is not None}
+
+
 def stage_lists(models: dict[str, Any], weights: dict[str, Any]) -> dict[str, list[str]]:
     """The `stage_models` lists that `models` (init_from, spl) and `ensemble.weights` make: each model in the
     train stage of its kind, every weighed model predicted (weight 0: reported only)."""
-    matrix = [s for s in STAGES if s.matrix]
-    lists: dict[str, list[str]] = {s.name: [] for s in matrix}
+    lists: dict[str, list[str]] = {s.name: [] for s in STAGES if s.matrix}
     lists["predict"] = list(weights)
-    groups = {s.trains: s.name for s in matrix if s.trains is not None}
+    groups = train_groups()
     for model, spec in models.items():
         key = (spec.get("init_from"), bool(spec.get("spl")))
         if key in groups:
@@ -213,8 +217,7 @@ def model_problems(params: dict[str, Any]) -> list[str]:
     weights = (params.get("ensemble") or {}).get("weights") or {}
     problems = [f"stage_models.{k}: no such matrix stage in dvc.yaml" for k in lists
                 if k not in {s.name for s in STAGES if s.matrix}]
-    wanted = stage_lists(models, weights)
-    groups = {s.trains: s.name for s in STAGES if s.matrix and s.trains is not None}
+    wanted, groups = stage_lists(models, weights), train_groups()
     for model, spec in models.items():
         key = (spec.get("init_from"), bool(spec.get("spl")))
         if key not in groups:

@@ -156,12 +156,16 @@ def ensemble_graph(ensemble: LoadedEnsemble, meta: dict[str, Any]) -> onnx.Model
     snapshot and TTA pad: the copies of snapshot s share its weights, the copies of pad p read its input. Each
     member's probabilities are summed, divided by their count and clipped to [0, 1]; the members are summed with
     their normalised weights into `probabilities`. Tracing is the slow part of an export (about a second per
-    network call), so one trace per member instead of one per call."""
+    network call), so one trace per architecture and activation instead of one per call."""
     total = sum(m.weight for m in ensemble.members)
     graph = onnx.GraphProto(name="fsdlib_ensemble")
     terms, opsets, ir_version, k = [], {}, 0, 0
+    traces: dict[tuple[str, str], onnx.ModelProto] = {}  # members of one architecture and activation share a trace
     for i, (member, entry) in enumerate(zip(ensemble.members, meta["members"], strict=True)):
-        traced = traced_network(member, ensemble.logmel.n_mels)
+        key = (member.spec.activation, repr(member.models[0]))  # the repr lists every layer and its settings
+        if key not in traces:
+            traces[key] = traced_network(member, ensemble.logmel.n_mels)
+        traced = traces[key]
         net = traced.graph
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in net.node for a in n.attribute):
             raise ValueError(f"{member.name}: a traced network with subgraphs cannot be copied")
