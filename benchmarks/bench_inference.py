@@ -35,8 +35,9 @@ from common import (
     wave_clips,
 )
 
-from fsdlib.inference import InferenceConfig, length_groups, predict_clips
+from fsdlib.inference import length_groups, predict_clips
 from fsdlib.models import TaggingModel
+from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec
 
 TARGET = 4.0
@@ -71,9 +72,9 @@ def run(model: TaggingModel, clips: Sequence[np.ndarray], kind: str, pads: tuple
     timed_model = TimedModel(model, fold, mask)
     start = time.perf_counter()
     if one_clip:
-        preds = np.concatenate([predict_clips(timed_model, [c], kind, "sigmoid", pads) for c in clips])
+        preds = np.concatenate([predict_clips(timed_model, [c], kind, "sigmoid", pads, "zero", cfg) for c in clips])
     else:
-        preds = predict_clips(timed_model, clips, kind, "sigmoid", pads, cfg=cfg)
+        preds = predict_clips(timed_model, clips, kind, "sigmoid", pads, "zero", cfg)
     return preds, time.perf_counter() - start, timed_model.seconds
 
 

@@ -68,14 +68,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fsdlib.batches import Batch, BatchMaker, FoldData
 from fsdlib.device import cudnn_autotune, resolve_device
-from fsdlib.inference import InferenceConfig, predict_clips
+from fsdlib.inference import predict_clips
+from fsdlib.placement import Placement, host_cores
 from fsdlib.prefetch import prefetch
 from fsdlib.schedule import build_optimizer, cyclic_cosine_scheduler
+from fsdlib.settings import EnsembleSettings, InferenceConfig, Params, SplSettings
 from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore
 from fsdlib.train import Trainer
-from stages.common import build, load_params, section
-from stages.settings import model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_MAX_SAMPLES = 16
@@ -124,14 +124,6 @@ class CpuShare:
     def stop(self) -> float:
         (w0, b0, s0), (w1, b1, s1) = self.t0, self._now()
         return max(0.0, ((b1 - b0) - (s1 - s0)) / ((w1 - w0) * (os.cpu_count() or 1)))
-
-
-def host_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def quantile_durations(n: int, low: float, high: float) -> np.ndarray:
@@ -493,18 +485,17 @@ def main() -> None:
     keep_freed_memory()  # large activations reused instead of page-faulted in on every step (see common.py)
     device = resolve_device(args.device)
     max_samples = args.max_samples if args.max_samples is not None else (CPU_MAX_SAMPLES if device.type == "cpu" else 0)
-    params = load_params(args.params)
-    unknown = [m for m in args.models if m not in section(params, "models", args.params)]
+    params = Params.load(args.params)
+    unknown = [m for m in args.models if m not in params.section("models")]
     if unknown:
         parser.error(f"unknown model(s) {unknown} in {args.params}")
-    specs = {m: model_spec(params, m, args.params) for m in args.models}  # each checked as it is built
-    cfg = build(InferenceConfig, section(params, "inference", args.params), "inference", args.params)
-    predicted = set(section(params, "ensemble", args.params).get("weights", {}))
-    teacher = params.get("spl", {}).get("teacher")
-    placement, cores = params.get("placement", {}), host_cores()
-    cpu_threads = int(placement.get("cpu_threads", 1))
-    default_workers = (int(placement.get("gpu_workers", 5)) if device.type == "cuda"
-                       else max(1, min(N_FOLDS, cores // cpu_threads)))
+    specs = {m: params.model(m) for m in args.models}  # each checked as it is built
+    cfg = params.read(InferenceConfig, "inference")
+    predicted = set(params.read(EnsembleSettings, "ensemble").weights)
+    teacher = params.read(SplSettings, "spl").teacher
+    placement, cores = params.read(Placement, "placement"), host_cores()
+    cpu_threads = placement.cpu_threads
+    default_workers = placement.gpu_workers if device.type == "cuda" else max(1, min(N_FOLDS, cores // cpu_threads))
     workers = args.workers or default_workers
     threads = args.worker_threads or (cpu_threads if device.type == "cpu" else max(1, cores // workers))
     peak, peak_note = device_peak(device, args.peak_tflops)

@@ -16,7 +16,7 @@ import numpy as np
 
 from fsdlib.augment import ScaledCrop, WaveAugmentConfig
 from fsdlib.errors import FsdError
-from fsdlib.spec import ModelSpec, check_pad_mode
+from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore
 
 PadMode = Literal["zero", "loop"]
@@ -122,7 +122,6 @@ def crop_logmel(
     Returns the batch (B, length, n_mels) float32 and `valid` (B, 2) int64: the [start, stop) frames
     of real content in each crop, which the additional crop of `fsdlib.augment.augment_logmel` stays within.
     """
-    check_pad_mode(pad_mode)
     n_mels = clips[0].shape[1]
     batch = np.zeros((len(clips), length, n_mels), dtype=np.float32)
     valid = np.zeros((len(clips), 2), dtype=np.int64)
@@ -146,7 +145,6 @@ def crop_logmel(
 def crop_wave(clips: list[np.ndarray], length: int, rng: np.random.Generator, pad_mode: PadMode = "zero") -> np.ndarray:
     """Pad each int16 clip with length/2 samples on both sides (zeros, or the clip wrapped around for
     "loop"), take a random window of `length`, and scale to float32 in [-1, 1)."""
-    check_pad_mode(pad_mode)
     left, right = length // 2, length - length // 2
     batch = np.zeros((len(clips), length), dtype=np.float32)
     for i, clip in enumerate(clips):
@@ -180,7 +178,6 @@ def scaled_crop_windows(
     others keep f = 1, which is exactly `crop_wave`'s crop), then for each clip in turn its window start
     rng.integers(0, int(n·f) + 1) in the scaled clip padded by L/2 on the left.
     """
-    check_pad_mode(pad_mode)
     low, high = scale_range
     if not 0 < low <= high:
         raise FsdError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")

@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fsdlib.spec import check_pad_mode
-
 if TYPE_CHECKING:
     import torch
 
@@ -25,7 +23,6 @@ STD_EPS = 1e-7
 
 def pad_clip(clip: np.ndarray, pad: int, mode: str, fill: float) -> np.ndarray:
     """Pad both ends of the time axis (axis 0) by `pad`: with `fill`, or with copies of the clip (loop)."""
-    check_pad_mode(mode)
     if pad <= 0:
         return clip
     widths = [(pad, pad)] + [(0, 0)] * (clip.ndim - 1)

@@ -18,21 +18,19 @@ import pandas as pd
 
 from fsdlib.batches import FoldData
 from fsdlib.dataset import read_label_table
-from fsdlib.errors import FsdError, check_choice
+from fsdlib.errors import FsdError
 from fsdlib.export import LoadedEnsemble, LoadedMember, export_ensemble
 from fsdlib.fold_data import curated_folds, open_subset
 from fsdlib.metrics import lwlrap
 from fsdlib.onnx_export import export_onnx
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import load_snapshot, snapshot_paths
-from fsdlib.spec import ModelSpec
+from fsdlib.settings import DISTILL_SUBSETS, DistillSettings
 from fsdlib.store import FeatureStore
 from fsdlib.tagger import Tagger
 from fsdlib.tags import TaggerBase
 from fsdlib.train import train_fold
 
-SUBSETS = ("curated", "noisy", "test")
-CURATED_TARGETS = ("labels", "ensemble")
 NAME = "distilled"
 
 
@@ -67,20 +65,16 @@ class DistillSet:
     counts: dict[str, int]
 
 
-def open_distill_set(tagger: TaggerBase, subsets: Sequence[str], curated_targets: str = "labels",
+def open_distill_set(tagger: TaggerBase, subsets: Sequence[str], curated_targets: str,
                      paths: Paths = PATHS, progress: bool = True) -> DistillSet:
     """The subsets' stores (each kind the tagger or the distilled network may read) and their targets: the
     ensemble's predictions of their clips (`tagger`: either engine), or for curated clips their labels
     (`curated_targets`: labels or ensemble)."""
-    check_choice("distill.curated_targets", curated_targets, CURATED_TARGETS)
-    unknown = sorted(set(subsets) - set(SUBSETS))
-    if unknown or "curated" not in subsets:
-        raise FsdError(f"distill.subsets: expected curated and any of {list(SUBSETS[1:])}, got {list(subsets)}")
     classes, labels = read_label_table(paths.labels)
     if list(classes) != list(tagger.classes):
         raise FsdError("the tagger file's classes differ from the label table's; rerun the export stage",
                        paths.tagger)
-    ordered = [s for s in SUBSETS if s in subsets]
+    ordered = [s for s in DISTILL_SUBSETS if s in subsets]
     stores = {kind: {s: open_subset(s, kind, labels, paths.features)[0] for s in ordered}
               for kind in ("logmel", "wave")}
     targets = []
@@ -113,17 +107,14 @@ def distill_fold_data(data: DistillSet, kind: str, holdout_fold: int) -> FoldDat
                     np.flatnonzero(data.folds == holdout_fold), truth=data.truth)
 
 
-def distill(tagger: Tagger, spec: ModelSpec, subsets: Sequence[str], holdout_fold: int,
-            curated_targets: str = "labels", paths: Paths = PATHS, device: str = "auto", progress: bool = True,
-            targets_by: TaggerBase | None = None) -> dict:
+def distill(tagger: Tagger, settings: DistillSettings, paths: Paths = PATHS, device: str = "auto",
+            progress: bool = True, targets_by: TaggerBase | None = None) -> dict:
     """Train the distilled network and export it to `paths.distilled_tagger`; return its scores beside the
     ensemble's (test lwlrap when the test labels are known, the held-out fold's lwlrap) and the files' sizes.
     `targets_by`: the engine that predicts the targets (default `tagger`; the exported ONNX graph of the same
     ensemble is twice as fast on a CPU)."""
-    if spec.multitask or spec.spl or spec.init_from:
-        raise FsdError("distill.model: the distilled network learns from the ensemble's predictions only "
-                       "(multitask, spl and init_from must be off)")
-    data = open_distill_set(targets_by or tagger, subsets, curated_targets, paths, progress)
+    spec, holdout_fold = settings.model, settings.holdout_fold
+    data = open_distill_set(targets_by or tagger, settings.subsets, settings.curated_targets, paths, progress)
     result = train_fold(spec, distill_fold_data(data, spec.kind, holdout_fold), len(tagger.classes), paths.distill,
                         paths.state / NAME, name=NAME, fold=holdout_fold, device=device, inference=tagger.inference,
                         progress=progress)

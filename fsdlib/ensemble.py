@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fsdlib.errors import FsdError, check_choice
+from fsdlib.errors import FsdError
 from fsdlib.metrics import lwlrap
 from fsdlib.selection import SnapshotGrid, average, fold_selections
 
@@ -31,13 +31,9 @@ class Ensemble:
     test: dict[str, np.ndarray]
 
 
-FIT_OVER = ("weighted", "all")
-
-
 def fit_candidates(fixed: dict[str, float], fit_over: str) -> list[str]:
     """The models the fitted weights may use: those with a positive fixed weight ("weighted"), or every model
     predicted, the weight-0 ones included ("all")."""
-    check_choice("ensemble.fit_over", fit_over, FIT_OVER)
     return [m for m in fixed if fit_over == "all" or fixed[m] > 0]
 
 

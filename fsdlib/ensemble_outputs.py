@@ -17,12 +17,12 @@ import pandas as pd
 from fsdlib.atomic import atomic_path, write_json
 from fsdlib.dataset import Labels, read_label_table
 from fsdlib.ensemble import Ensemble, combine, nested_cv
-from fsdlib.errors import check_choice
 from fsdlib.fold_predictions import load_predictions
 from fsdlib.metrics import lwlrap, lwlrap_per_class
 from fsdlib.paths import PATHS, Paths
 from fsdlib.plots import mean_curves, plot_cv_per_model, plot_per_class, plot_training_curves
-from fsdlib.selection import SELECT_MODES, Selection, SnapshotGrid, cycle_scores, describe
+from fsdlib.selection import Selection, SnapshotGrid, cycle_scores, describe
+from fsdlib.settings import EnsembleSettings
 
 Scores = dict[str, dict[str, np.ndarray]]  # split (cv, test) -> model or ensemble -> per-class lwlrap
 
@@ -126,17 +126,15 @@ def selection_report(grids: dict[str, SnapshotGrid], chosen: dict[str, Selection
             "ensembles": {e: rows[e] for e in names[len(chosen):]}}
 
 
-def report_ensemble(fixed: dict[str, float], submit: str, select: str = "fixed", paths: Paths = PATHS,
-                    fit_over: str = "weighted") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Combine the predictions of the models in `fixed`, write every ensemble output; return the metrics and the
-    snapshot selection report (metrics/selection.json).
+def report_ensemble(settings: EnsembleSettings, paths: Paths = PATHS) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Combine the predictions of the models weighted in `settings`, write every ensemble output; return the metrics
+    and the snapshot selection report (metrics/selection.json).
 
-    `select` ("fixed" or "cv") says which snapshot cycles and pads each model averages (fsdlib/selection.py);
-    `submit` ("fixed" or "fitted") picks the ensemble whose test predictions become the submission; `fit_over`
-    ("weighted" or "all") which models the fitted weights may use (fsdlib/ensemble.py).
+    `select` says which snapshot cycles and pads each model averages (fsdlib/selection.py); `submit` picks the
+    ensemble whose test predictions become the submission; `fit_over` which models the fitted weights may use
+    (fsdlib/ensemble.py).
     """
-    check_choice("ensemble.submit", submit, ("fixed", "fitted"))
-    check_choice("ensemble.select", select, SELECT_MODES)
+    fixed, submit, select, fit_over = settings.weights, settings.submit, settings.select, settings.fit_over
     models = list(fixed)
     classes, labels = read_label_table(paths.labels)
     preds = load_predictions(models, paths)

@@ -19,10 +19,10 @@ import torch
 
 from fsdlib.atomic import atomic_path
 from fsdlib.errors import FsdError
-from fsdlib.inference import InferenceConfig
 from fsdlib.logmel import LogMelConfig, mel_basis
 from fsdlib.models import TaggingModel
 from fsdlib.models.fusion import fold_batch_norms, mark_inference_ready
+from fsdlib.settings import InferenceConfig, model_spec
 from fsdlib.spec import ModelSpec
 from fsdlib.tags import TAGGER_FORMAT, TAGGER_VERSION, check_tagger_file
 
@@ -114,7 +114,7 @@ def load_ensemble(path: str | Path) -> LoadedEnsemble:
 
 
 def _member(entry: dict[str, Any], n_classes: int) -> LoadedMember:
-    spec = ModelSpec.from_params(entry["spec"], entry["name"])
+    spec = model_spec(entry["spec"], entry["name"])
     models = tuple(folded_model(spec, n_classes, state) for state in entry["snapshots"])
     return LoadedMember(entry["name"], spec, models, float(entry["weight"]), tuple(entry["pads"]))
 

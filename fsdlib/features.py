@@ -24,7 +24,8 @@ from fsdlib.errors import FsdError
 from fsdlib.logmel import LogMelConfig, mel_basis
 from fsdlib.prefetch import prefetch
 from fsdlib.progress import progress_bar
-from fsdlib.store import LAYOUTS, StoreWriter
+from fsdlib.settings import FeatureSettings
+from fsdlib.store import StoreWriter
 from fsdlib.wave_ref import WaveRef, wave_ref
 
 _INT16_POWER_SCALE = 2.0**-30  # (1 / 32768) ** 2: int16 samples are transformed unscaled, exactly
@@ -175,18 +176,16 @@ def _read_batches(items: Sequence[tuple[str, Path]], batch_samples: int, refer: 
         yield fnames, waves, refs
 
 
-def build_feature_store(items: Sequence[tuple[str, Path]], out_prefix: Path, cfg: LogMelConfig,
-                        batch_seconds: float = 60.0, progress: bool = True, wave_store: str = "copy") -> None:
+def build_feature_store(items: Sequence[tuple[str, Path]], out_prefix: Path, settings: FeatureSettings,
+                        progress: bool = True) -> None:
     """Write `{out_prefix}.logmel.arrow` (power mel) and `{out_prefix}.wave.arrow` (int16) for `items`, in order.
 
     Streams in batches of about `batch_seconds` of audio: up to two batches are read ahead and the previous one
     written in background threads while the current one is transformed, so memory stays bounded whatever the size.
-    `wave_store` "copy" copies every clip's samples into the waveform store; "reference" records where the samples
+    `settings.wave_store` "copy" copies every clip's samples into the waveform store; "reference" records where the samples
     of each 16-bit mono 44.1 kHz WAV lie (read in place later) and copies only the clips that needed converting.
     """
-    out_prefix = Path(out_prefix)
-    if wave_store not in LAYOUTS:
-        raise FsdError(f"features.wave_store must be {' or '.join(LAYOUTS)}, got {wave_store!r}")
+    out_prefix, cfg, wave_store = Path(out_prefix), settings.logmel, settings.wave_store
     if cfg.sample_rate != SAMPLE_RATE:
         raise FsdError(f"log-mel sample_rate is {cfg.sample_rate} Hz but clips are read at {SAMPLE_RATE} Hz")
     repeated = [name for name, count in Counter(fname for fname, _ in items).items() if count > 1]
@@ -196,7 +195,7 @@ def build_feature_store(items: Sequence[tuple[str, Path]], out_prefix: Path, cfg
     meta = {"config": dataclasses.asdict(cfg), "sample_rate": cfg.sample_rate}
     logmel_path = out_prefix.parent / f"{out_prefix.name}.logmel.arrow"
     wave_path = out_prefix.parent / f"{out_prefix.name}.wave.arrow"
-    batch_samples = max(1, int(batch_seconds * SAMPLE_RATE))
+    batch_samples = max(1, int(settings.batch_seconds * SAMPLE_RATE))
     with (StoreWriter(logmel_path, "logmel", np.float32, cfg.n_mels, meta) as logmel_store,
           StoreWriter(wave_path, "wave", np.int16, 1, meta, layout=wave_store) as waves_out,
           progress_bar(f"features {out_prefix.name}", len(items), enabled=progress) as advance,

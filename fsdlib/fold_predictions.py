@@ -17,10 +17,10 @@ from fsdlib.atomic import atomic_path
 from fsdlib.dataset import read_label_table
 from fsdlib.errors import FsdError
 from fsdlib.fold_data import curated_folds, open_subset
-from fsdlib.inference import InferenceConfig
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import predict_snapshot_grid, predict_snapshots, snapshot_cycle, snapshot_paths
 from fsdlib.pseudo import VARIANTS, label_frame, soft_labels
+from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def model_predictions(name: str, spec: ModelSpec, folds: Sequence[int], cfg: Inf
     curated, _ = open_subset("curated", spec.kind, labels, paths.features)
     assignment = curated_folds(curated, paths)
     cycles = spec.snapshot_cycles or tuple(range(1, spec.cycles + 1))
-    pads = tuple(spec.tta_pads) or (0,)
+    pads = spec.pads
     test_clips = [test[i] for i in range(len(test))]
     test_sum = np.zeros((len(cycles), len(pads), len(test), len(classes)))
     oof = np.full((len(cycles), len(pads), len(curated), len(classes)), np.nan, dtype=np.float32)
@@ -94,7 +94,7 @@ def teacher_predictions(name: str, spec: ModelSpec, folds: Sequence[int], cfg: I
         used.append([snapshot_cycle(path) for path in snapshots])
         log.info("teacher %s fold %d: cycles %s on %d noisy clips", name, k, used[-1], len(clips))
         # without a noisy part the pseudo labels are an empty table, and the students train on curated clips only
-        preds.append(predict_snapshots(spec, len(classes), snapshots, clips, cfg=cfg, device=device) if clips else
+        preds.append(predict_snapshots(spec, len(classes), snapshots, clips, (), cfg, device) if clips else
                      np.zeros((0, len(classes)), np.float32))
     used_mask = np.zeros((len(folds), max(max(u) for u in used)), dtype=bool)
     for row, chosen in enumerate(used):

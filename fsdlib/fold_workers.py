@@ -27,10 +27,10 @@ from fsdlib.distributed import launched_as_group
 from fsdlib.errors import FsdError
 from fsdlib.fold_data import fold_data, init_snapshot
 from fsdlib.heap import bound_kernel_cache, keep_freed_memory
-from fsdlib.inference import InferenceConfig
 from fsdlib.paths import PATHS, Paths
 from fsdlib.placement import Placement, Slot, host_cores, plan_slots
 from fsdlib.progress import progress_bar
+from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec
 from fsdlib.train import TrainResult, train_fold
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
@@ -12,24 +9,11 @@ from sklearn.model_selection import KFold
 
 from fsdlib.dataset import Dataset
 from fsdlib.errors import FsdError
-
-FoldMethod = Literal["multilabel_stratified", "kfold"]
-METHODS = ("multilabel_stratified", "kfold")
+from fsdlib.settings import FoldSettings
 
 
-@dataclass(frozen=True)
-class FoldConfig:
-    n_folds: int = 5
-    seed: int = 0
-    method: FoldMethod = "multilabel_stratified"
-
-
-def assign_folds(labels: np.ndarray, cfg: FoldConfig) -> np.ndarray:
+def assign_folds(labels: np.ndarray, cfg: FoldSettings) -> np.ndarray:
     """Fold index (0..n_folds-1) of each clip; each clip is in exactly one validation fold."""
-    if cfg.method not in METHODS:
-        raise FsdError(f"folds.method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if cfg.n_folds < 2:
-        raise FsdError(f"folds.n_folds must be at least 2, got {cfg.n_folds}")
     n = len(labels)
     if n < cfg.n_folds:
         raise FsdError(f"cannot split {n} clips into {cfg.n_folds} folds")
@@ -43,7 +27,7 @@ def assign_folds(labels: np.ndarray, cfg: FoldConfig) -> np.ndarray:
     return fold
 
 
-def make_folds(dataset: Dataset, cfg: FoldConfig) -> pd.DataFrame:
+def make_folds(dataset: Dataset, cfg: FoldSettings) -> pd.DataFrame:
     """One table (subset, fname, fold) for curated and noisy clips; noisy folds are stratified the same way.
 
     A dataset without a noisy part (an empty train_noisy.csv) has curated rows only.

@@ -8,7 +8,7 @@ told each clip's length and ignore the group padding, so a clip's scores do not 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -19,24 +19,9 @@ from fsdlib.device import autocast, resolve_device, to_device
 from fsdlib.errors import FsdError
 from fsdlib.heap import trim_above
 from fsdlib.models.heads import TaggingModel
+from fsdlib.settings import InferenceConfig
 
 Kind = Literal["logmel", "wave"]
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """Grouping of clips into batches: padded length ≤ (1 + tolerance) × each clip's own length."""
-
-    tolerance: float = 0.2
-    max_batch: int = 64
-    max_elements: int = 32_000_000  # cap on batch × padded length × inner size (memory bound)
-    # Waveform batches: cap on batch × padded samples. An EnvNet-v2 needs ~100 (demo width) to ~200 bytes (paper
-    # width) per input sample at inference, so 32 M samples took 6.8 GiB; 4 M (three 30 s clips) stays under 1 GiB
-    # (benchmarks/bench_scale.py), and batches of long clips gain nothing on the CPU (benchmarks/README.md).
-    max_samples: int = 4_000_000
-    # Anonymous memory a process may keep after a batch; above it, freed memory goes back to the system. Without
-    # it the teacher held 4.9 GiB after the noisy clips of a quarter of FSDKaggle2019, growing with the dataset.
-    max_heap: int = 2 << 30
 
 
 def length_groups(lengths: Sequence[int], cfg: InferenceConfig, inner: int = 1) -> list[np.ndarray]:
@@ -89,9 +74,9 @@ def predict_clips(
     clips: Sequence[np.ndarray],
     kind: Kind,
     activation: str,
-    pads: Sequence[int] = (0,),
-    pad_mode: str = "zero",
-    cfg: InferenceConfig = InferenceConfig(),
+    pads: Sequence[int],
+    pad_mode: str,
+    cfg: InferenceConfig,
     device: torch.device | str = "auto",
 ) -> np.ndarray:
     """Curated-head probabilities (n_clips, n_classes) at full length, averaged over `pads`, in input order.

@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from fsdlib.errors import FsdError
 
-STAGE_KEYS = ("batch_seconds", "wave_store")  # keys of the `features` params section that are not log-mel settings
 INT16_SCALE = 1.0 / 32768.0
 
 
@@ -32,16 +31,6 @@ class LogMelConfig:
     hop_length: int = 347
     fmin: float = 20.0
     fmax: float = 22050.0
-
-    @classmethod
-    def from_params(cls, values: dict) -> LogMelConfig:
-        """The log-mel settings of the `features` params section (its `batch_seconds` and `wave_store` belong to the
-        stage)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - set(STAGE_KEYS))
-        if unknown:
-            raise FsdError(f"features: unknown keys {unknown} (known: {sorted(known)}, {', '.join(STAGE_KEYS)})")
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     def n_frames(self, n_samples: int) -> int:
         """Frames of a centred STFT: one per hop, plus one."""

@@ -9,9 +9,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from fsdlib.errors import check_choice
 from fsdlib.models.heads import Activation
-from fsdlib.spec import LOSS_REDUCTIONS, check_activation
 
 # "row_sum": KL summed over classes, averaged over rows. "authors": PyTorch's default 'mean' reduction
 # (KLDivLoss()), averaged over batch x classes, i.e. 1/n_classes of "row_sum". BCE is the mean over
@@ -33,7 +31,6 @@ def kl_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: Redu
     q = targets / total.clamp(min=torch.finfo(targets.dtype).tiny)
     log_p = F.log_softmax(logits, dim=-1)
     pointwise = torch.xlogy(q, q) - q * log_p
-    check_choice("reduction", reduction, LOSS_REDUCTIONS)
     return pointwise.sum(dim=-1).mean() if reduction == "row_sum" else pointwise.mean()
 
 
@@ -42,8 +39,6 @@ def head_loss(
     bce_mode: str = "bce",
 ) -> torch.Tensor:
     """The loss matching the output activation: BCE (`bce_mode`) for sigmoid models, KL for softmax models."""
-    check_activation(activation)
-    check_choice("reduction", reduction, LOSS_REDUCTIONS)
     if activation == "sigmoid":
         return bce_loss(logits, targets, bce_mode)
     return kl_softmax_loss(logits, targets, reduction)

@@ -28,9 +28,9 @@ class Placement:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.cpu_threads, int) and self.cpu_threads > 0):
-            raise FsdError(f"placement.cpu_threads must be a positive integer, got {self.cpu_threads!r}")
+            raise FsdError(f"cpu_threads must be a positive integer, got {self.cpu_threads!r}")
         if not (isinstance(self.gpu_workers, int) and self.gpu_workers > 0):
-            raise FsdError(f"placement.gpu_workers must be a positive integer, got {self.gpu_workers!r}")
+            raise FsdError(f"gpu_workers must be a positive integer, got {self.gpu_workers!r}")
 
 
 def host_cores() -> int:

@@ -11,8 +11,9 @@ import torch
 
 from fsdlib.device import resolve_device
 from fsdlib.errors import FsdError
-from fsdlib.inference import InferenceConfig, predict_clips
+from fsdlib.inference import predict_clips
 from fsdlib.models import TaggingModel
+from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec
 
 _SNAPSHOT = re.compile(r"snapshot_(\d+)\.pt$")
@@ -55,8 +56,8 @@ def predict_snapshots(
     n_classes: int,
     paths: Sequence[Path],
     clips: Sequence[np.ndarray],
-    pads: Sequence[int] = (),
-    cfg: InferenceConfig = InferenceConfig(),
+    pads: Sequence[int],
+    cfg: InferenceConfig,
     device: str = "auto",
 ) -> np.ndarray:
     """Mean over snapshots of the padding-TTA prediction of every clip: (n_clips, n_classes)."""
@@ -76,7 +77,7 @@ def predict_snapshot_grid(
     paths: Sequence[Path],
     clip_sets: Sequence[Sequence[np.ndarray]],
     pads: Sequence[int],
-    cfg: InferenceConfig = InferenceConfig(),
+    cfg: InferenceConfig,
     device: str = "auto",
 ) -> list[np.ndarray]:
     """Every snapshot's prediction at every pad, kept apart so that they can be chosen later (docs/method.md §11).

@@ -9,8 +9,7 @@ from typing import Literal
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from fsdlib.errors import FsdError, check_choice
-from fsdlib.spec import OPTIMIZERS
+from fsdlib.errors import FsdError
 
 
 def cyclic_cosine_lr(step: int, iters_per_cycle: int, lr_max: float, lr_min: float) -> float:
@@ -49,7 +48,6 @@ def build_optimizer(
 
     On CUDA the update of every parameter runs as one fused kernel (`fused_update`) instead of a few launches per
     parameter tensor; on the CPU the default (foreach) update keeps results as they were."""
-    check_choice("optimizer", name, OPTIMIZERS)
     params = list(params)
     fused = fused_update(params)
     if name == "adam":

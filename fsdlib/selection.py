@@ -15,11 +15,9 @@ from itertools import combinations
 
 import numpy as np
 
-from fsdlib.errors import FsdError, check_choice
+from fsdlib.errors import FsdError
 from fsdlib.metrics import lwlrap
 from fsdlib.paths import PATHS, Paths
-
-SELECT_MODES = ("fixed", "cv")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,6 @@ def select(oof: np.ndarray, truth: np.ndarray, cycles: Sequence[int], pads: Sequ
     least as well as the best one. Clips without OOF predictions (NaN: folds not trained) are left out.
     Candidates: n_cycles (n_cycles + 1) / 2 ranges × (2^n_pads - 1) pad subsets.
     """
-    check_choice("select", mode, SELECT_MODES)
     oof, truth, cycles, pads = _checked(oof, truth, cycles, pads)
     known = np.isfinite(oof).all(axis=(0, 1, 3))
     if not known.any():
@@ -134,7 +131,6 @@ def teacher_cycles(name: str, folds: Sequence[int], mode: str, paths: Paths = PA
     In mode "cv", fold k's cycles are chosen on the OOF clips of the other folds, so that a leak-free student of
     fold k is taught without its validation clips' labels (docs/method.md §6); with one fold, on its own OOF.
     """
-    check_choice("spl.select", mode, SELECT_MODES)
     oof, truth, fold_of = teacher_oof(name, folds, paths)
     cycles = tuple(range(1, oof.shape[0] + 1))
     if mode == "cv" and len(set(folds)) > 1:

@@ -1,23 +1,23 @@
 """The settings of one model of the ensemble (docs/method.md §7), shared by training and inference.
 
-A leaf of the package (it imports only fsdlib.errors at load time), so that the loader, the models and inference
-can use its choices and validators: the one definition of the valid families, activations and pad modes.
+Torch-free: a spec is checked when built (every choice of a `models.<name>` section, here and only here), and the
+code that trains or predicts with it trusts it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fsdlib.errors import FsdError, check_choice
+from fsdlib.families import FAMILIES
 
 if TYPE_CHECKING:
-    from fsdlib.augment import LogMelAugmentConfig, WaveAugmentConfig
+    from fsdlib.augment_settings import LogMelAugmentConfig, WaveAugmentConfig
     from fsdlib.models import TaggingModel
 
-FAMILIES = ("resnet", "envnet")  # log-mel ResNet | waveform EnvNet-v2
 ACTIVATIONS = ("sigmoid", "softmax")
 OPTIMIZERS = ("adam", "sgd")
 PAD_MODES = ("zero", "loop")  # silence, or copies of the clip
@@ -25,21 +25,6 @@ LOSS_REDUCTIONS = ("authors", "row_sum")  # KL over batch x classes (PyTorch's d
 BCE_MODES = ("bce", "authors")  # a sigmoid head's BCE: correct | on sigmoid(logits), the authors' double sigmoid
 VALIDATE_EVERY = ("cycle", "epoch")  # validation lwlrap after each cycle | after each epoch (the paper's Table 1 CV)
 SPL_VARIANTS = ("all_folds", "leak_free")
-
-
-def check_pad_mode(pad_mode: str) -> None:
-    """The one check of a pad mode, for training crops and TTA pads alike."""
-    check_choice("pad_mode", pad_mode, PAD_MODES)
-
-
-def check_activation(activation: str) -> None:
-    """The one check of an output activation."""
-    check_choice("activation", activation, ACTIVATIONS)
-
-
-def check_family(family: str) -> None:
-    """The one check of a model family."""
-    check_choice("family", family, FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -83,10 +68,10 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         """Check every setting before any work; FsdError names the bad value."""
-        check_family(self.family)
-        check_activation(self.activation)
+        check_choice("family", self.family, tuple(FAMILIES))
+        check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_pad_mode(self.pad_mode)
+        check_choice("pad_mode", self.pad_mode, PAD_MODES)
         check_choice("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         check_choice("noisy_loss", self.noisy_loss, BCE_MODES)
         check_choice("curated_loss", self.curated_loss, BCE_MODES)
@@ -98,6 +83,7 @@ class ModelSpec:
              f"nesterov needs momentum > 0, got {self.momentum}"),
             (self.crop > 0 and self.batch > 0, "crop and batch must be positive"),
             (not self.crops or min(self.crops) > 0, f"crops must be positive lengths, got {self.crops}"),
+            (all(p >= 0 for p in self.tta_pads), f"tta_pads must be >= 0, got {self.tta_pads}"),
             (self.cycles > 0 and self.epochs_per_cycle > 0, "cycles and epochs_per_cycle must be positive"),
             (0 < self.lr_min <= self.lr_max, f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}"),
             (not self.spl or self.spl.get("variant") in SPL_VARIANTS,
@@ -113,22 +99,6 @@ class ModelSpec:
                 raise FsdError(problem)
         self.augment_config()
 
-    @classmethod
-    def from_params(cls, values: dict[str, Any], name: str, where: str | None = None) -> ModelSpec:
-        """The spec of params section `models.<name>` (or the section `where`): YAML lists become tuples; errors
-        start with the section's name."""
-        where = where or f"models.{name}"
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise FsdError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
-        try:
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-        except FsdError as exc:
-            raise FsdError(f"{where}: {exc}") from None
-        except TypeError as exc:  # a missing family, or a value of the wrong type
-            raise FsdError(f"{where}: {exc}") from None
-
     def seed_for(self, *parts: Any) -> int:
         """A stable 63-bit seed from the spec's seed and `parts` (so each cycle's randomness is independent of resume)."""
         digest = hashlib.sha256(json.dumps([self.seed, *parts], default=str).encode()).digest()
@@ -137,7 +107,12 @@ class ModelSpec:
     @property
     def kind(self) -> str:
         """The feature store kind the family reads."""
-        return "logmel" if self.family == "resnet" else "wave"
+        return FAMILIES[self.family].kind
+
+    @property
+    def pads(self) -> tuple[int, ...]:
+        """The TTA pads predicted with: `tta_pads`, or pad 0 alone when it is empty (no TTA)."""
+        return tuple(self.tta_pads) or (0,)
 
     @property
     def spl_variant(self) -> str | None:
@@ -149,9 +124,7 @@ class ModelSpec:
 
     def augment_config(self) -> LogMelAugmentConfig | WaveAugmentConfig:
         """The family's augmentation settings from `augment`."""
-        from fsdlib.augment import LogMelAugmentConfig, WaveAugmentConfig  # late: augment may use this module
-
-        cls = LogMelAugmentConfig if self.family == "resnet" else WaveAugmentConfig
+        cls = FAMILIES[self.family].augment
         try:
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()})
         except TypeError as exc:
@@ -161,7 +134,7 @@ class ModelSpec:
         """The network in channels-last memory, the layout oneDNN and cuDNN run fastest."""
         import torch  # late: a spec is plain settings, torch-free until a network is built
 
-        from fsdlib.models import build_model  # late: the models may use this module's validators
+        from fsdlib.models import build_model  # late: torch
 
         model = build_model(self.family, n_classes, self.multitask, **dict(self.arch))
         return model.to(memory_format=torch.channels_last)

@@ -12,11 +12,12 @@ import numpy as np
 from fsdlib.ensemble import weighted_average
 from fsdlib.errors import FsdError
 from fsdlib.export import LoadedEnsemble, load_ensemble, load_members
-from fsdlib.inference import InferenceConfig, predict_clips
+from fsdlib.inference import predict_clips
 from fsdlib.logmel import LogMelConfig, MelSpectrogram
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import snapshot_paths
 from fsdlib.progress import progress_bar
+from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec
 from fsdlib.tags import FORMATS, Tag, TaggerBase, expand_paths, render_tags  # noqa: F401  (this module's API too)
 
@@ -68,7 +69,7 @@ class Tagger(TaggerBase):
 
     @classmethod
     def from_members(cls, members: Sequence[Member], classes: Sequence[str], logmel: LogMelConfig,
-                     inference: InferenceConfig = InferenceConfig(), device: str = "auto") -> Tagger:
+                     inference: InferenceConfig, device: str = "auto") -> Tagger:
         """A tagger of trained snapshot files (`ensemble_members`), each loaded once."""
         loaded = load_members([(m.name, m.spec, m.snapshots, m.weight, m.pads) for m in members], len(classes))
         return cls(LoadedEnsemble(tuple(classes), logmel, inference, loaded), device)

@@ -23,7 +23,7 @@ from fsdlib.clip_input import logmel_to_input
 from fsdlib.device import autocast, cudnn_autotune, resolve_device, to_device
 from fsdlib.distributed import World, init_world, sync_batch_norm
 from fsdlib.errors import FsdError
-from fsdlib.inference import InferenceConfig, predict_clips
+from fsdlib.inference import predict_clips
 from fsdlib.losses import multitask_loss
 from fsdlib.metrics import lwlrap
 from fsdlib.models import TaggingModel
@@ -31,6 +31,7 @@ from fsdlib.prefetch import prefetch
 from fsdlib.progress import progress_bar
 from fsdlib.resume import BestEpoch, ResumeState, fingerprint, load_init_weights, publish_snapshot, save_cycle, snapshot_path
 from fsdlib.schedule import build_optimizer, cyclic_cosine_scheduler
+from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -258,9 +259,9 @@ class FoldTraining:
         return result
 
 
-def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, state_dir: Path, name: str = "model",
-               fold: int = 0, init_weights: Path | None = None, device: str = "auto",
-               inference: InferenceConfig = InferenceConfig(), progress: bool = True,
+def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, state_dir: Path,
+               inference: InferenceConfig, name: str = "model", fold: int = 0, init_weights: Path | None = None,
+               device: str = "auto", progress: bool = True,
                after_cycle: Callable[[int], None] | None = None) -> TrainResult:
     """Train one (model, fold); write snapshot_<c>.pt per cycle, oof.npz, metrics.json and live/ curves (per epoch,
     and the learning rate of every step in live/plots/metrics/lr_step.tsv).

@@ -45,14 +45,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from fsdlib.batches import Batch, BatchMaker, FoldData  # noqa: E402
 from fsdlib.device import resolve_device  # noqa: E402
-from fsdlib.inference import InferenceConfig, predict_clips  # noqa: E402
+from fsdlib.inference import predict_clips  # noqa: E402
 from fsdlib.metrics import lwlrap  # noqa: E402
 from fsdlib.schedule import build_optimizer  # noqa: E402
+from fsdlib.settings import InferenceConfig, Params  # noqa: E402
 from fsdlib.spec import ModelSpec  # noqa: E402
 from fsdlib.store import FeatureStore, StoreWriter  # noqa: E402
 from fsdlib.train import FoldTraining, Trainer  # noqa: E402
-from stages.common import load_params  # noqa: E402
-from stages.settings import model_spec  # noqa: E402
 
 N_CLASSES, N_MELS, SAMPLE_RATE = 80, 128, 44_100
 FRAMES_PER_SECOND = SAMPLE_RATE / 347
@@ -193,11 +192,11 @@ def paper_steps(device: torch.device, steps: int) -> list[dict[str, Any]]:
     import bench_paper_scale as bench
 
     params_path = ROOT / "params" / "paper.yaml"
-    params = load_params(params_path)
+    params = Params.load(params_path)
     out, rng = [], np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="gpu_smoke_paper_") as tmp:
         for name in ("A", "D"):
-            spec = model_spec(params, name, params_path)
+            spec = params.model(name)
             (Path(tmp) / spec.kind).mkdir()
             data = bench.temporary_data(spec.kind, spec.batch, Path(tmp) / spec.kind, rng)
             reset_peak(device)
@@ -222,8 +221,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def run(inputs: Path, device_name: str, steps: int, paper: bool) -> None:
     device = resolve_device(device_name)
-    params = load_params(ROOT / "params.yaml")
-    resnet, envnet = model_spec(params, "A"), model_spec(params, "pre")
+    params = Params.load(ROOT / "params.yaml")
+    resnet, envnet = params.model("A"), params.model("pre")
     began = time.perf_counter()
     logmel, wave = fold_data(inputs, "logmel"), fold_data(inputs, "wave")
     rows = [train_and_compare("demo ResNet (A)", resnet, logmel, device, steps),

@@ -12,9 +12,9 @@ from fsdlib.export import load_ensemble
 from fsdlib.onnx_tagger import load_onnx_tagger
 from fsdlib.paths import PATHS
 from fsdlib.progress import print_table
-from fsdlib.spec import ModelSpec
+from fsdlib.settings import DistillSettings, Params
 from fsdlib.tagger import Tagger
-from stages.common import PARAMS, load_params, section, stage
+from stages.common import PARAMS, stage
 
 
 @stage
@@ -23,14 +23,11 @@ def distill(params: Path = typer.Option(PARAMS, help="params file"),
             progress: bool = typer.Option(True, help="show progress bars")) -> None:
     """Train `distill.model` on the ensemble's predictions of `distill.subsets`; write data/tagger_distilled.pt,
     data/tagger_distilled.onnx and metrics/distill.json."""
-    cfg = section(load_params(params), "distill", params)
-    spec = ModelSpec.from_params(section(cfg, "model", params), "distilled", "distill.model")
+    settings = Params.load(params).read(DistillSettings, "distill")
     tagger = Tagger(load_ensemble(PATHS.tagger), device)
     # on a CPU the exported ONNX graph of the same ensemble predicts the targets at twice torch's speed
     targets_by = load_onnx_tagger(PATHS.tagger_onnx) if resolve_device(device).type == "cpu" else None
-    metrics = distill_network(tagger, spec, [str(s) for s in cfg["subsets"]], int(cfg["holdout_fold"]),
-                              str(cfg.get("curated_targets", "labels")), device=device, progress=progress,
-                              targets_by=targets_by)
+    metrics = distill_network(tagger, settings, device=device, progress=progress, targets_by=targets_by)
     write_json(PATHS.metrics / "distill.json", metrics)
     clips = ", ".join(f"{n} {subset}" for subset, n in metrics["clips"].items())
     print_table(summary(metrics), f"distilled network vs the submitted ensemble (learnt from {clips} clips)")

@@ -6,16 +6,15 @@ from pathlib import Path
 import typer
 
 from fsdlib.ensemble_outputs import report_ensemble, selection_summary, summary
-from stages.common import PARAMS, load_params, section, stage
+from fsdlib.settings import EnsembleSettings, Params
+from stages.common import PARAMS, stage
 
 
 @stage
 def ensemble(params: Path = typer.Option(PARAMS, help="params file")) -> None:
     """Choose each model's snapshots and pads, combine the models' predictions; write the submission, metrics and
     plots."""
-    cfg = section(load_params(params), "ensemble", params)
-    fixed = {str(k): float(v) for k, v in cfg["weights"].items()}
-    metrics, selection = report_ensemble(fixed, cfg.get("submit", "fixed"), cfg.get("select", "fixed"),
-                                         fit_over=cfg.get("fit_over", "weighted"))
+    cfg = Params.load(params).read(EnsembleSettings, "ensemble")
+    metrics, selection = report_ensemble(cfg)
     print(summary(metrics))
     print(selection_summary(selection))

@@ -8,7 +8,8 @@ import typer
 from fsdlib.export import export_ensemble
 from fsdlib.onnx_export import export_onnx
 from fsdlib.paths import PATHS
-from stages.common import PARAMS, load_params, stage
+from fsdlib.settings import Params
+from stages.common import PARAMS, stage
 from stages.tagging import trained_tagger
 
 
@@ -18,7 +19,7 @@ def export(params: Path = typer.Option(PARAMS, help="params file"),
            onnx_out: Path = typer.Option(PATHS.tagger_onnx, help="the ONNX file to write (its weights in <name>.data)"),
            ) -> None:
     """Write the submitted ensemble (the chosen snapshots, folded for inference) as a torch file and an ONNX graph."""
-    tagger = trained_tagger(load_params(params), "submitted", "cpu", params)
+    tagger = trained_tagger(Params.load(params), "submitted", "cpu")
     snapshots = sum(len(m.models) for m in tagger.members)
     size = export_ensemble(out, tagger.ensemble)
     print(f"{out}: {len(tagger.members)} models, {snapshots} snapshots, {size / 1e6:.1f} MB")

@@ -6,17 +6,16 @@ import typer
 
 from fsdlib.atomic import atomic_path
 from fsdlib.dataset import read_dataset
-from fsdlib.folds import FoldConfig, make_folds
+from fsdlib.folds import make_folds
 from fsdlib.paths import PATHS
-from stages.common import PARAMS, build, load_params, section, stage
+from fsdlib.settings import DataSettings, FoldSettings, Params
+from stages.common import PARAMS, stage
 
 
 @stage
 def folds(params: Path = typer.Option(PARAMS, help="params file"), out: Path = typer.Option(PATHS.folds)) -> None:
     """Split curated (and noisy) clips into folds."""
-    p = load_params(params)
-    values = {k: v for k, v in section(p, "folds", params).items() if k != "ids"}  # ids: which folds to train
-    cfg = build(FoldConfig, values, "folds", params)
-    table = make_folds(read_dataset(section(p, "data", params)["root"]), cfg)
+    p = Params.load(params)
+    table = make_folds(read_dataset(p.read(DataSettings, "data").root), p.read(FoldSettings, "folds"))
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False)

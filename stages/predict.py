@@ -6,8 +6,8 @@ import typer
 
 from fsdlib.fold_predictions import model_predictions, write_arrays
 from fsdlib.paths import PATHS
-from stages.common import PARAMS, fold_ids, load_params, stage
-from stages.settings import inference_config, model_spec
+from fsdlib.settings import InferenceConfig, Params
+from stages.common import PARAMS, stage
 
 
 @stage
@@ -17,7 +17,6 @@ def predict(
     device: str = typer.Option("auto", help="torch device: auto (CUDA if present), cpu, cuda:N"),
 ) -> None:
     """Predict the test set with every fold (averaged over folds) and each fold's held-out clips, per cycle and pad."""
-    p = load_params(params)
-    arrays = model_predictions(model, model_spec(p, model, params), fold_ids(p, params), inference_config(p, params),
-                               device)
+    p = Params.load(params)
+    arrays = model_predictions(model, p.model(model), p.folds(), p.read(InferenceConfig, "inference"), device)
     write_arrays(PATHS.predictions_of(model), arrays)

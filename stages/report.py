@@ -5,7 +5,8 @@ from pathlib import Path
 import typer
 
 from fsdlib.paper_tables import write_paper_tables
-from stages.common import PARAMS, load_params, section, stage
+from fsdlib.settings import Params
+from stages.common import PARAMS, stage
 
 PAPER_RESULTS = Path("params/paper_results.yaml")
 
@@ -14,7 +15,7 @@ PAPER_RESULTS = Path("params/paper_results.yaml")
 def report(params: Path = typer.Option(PARAMS, help="params file"),
            results: Path = typer.Option(PAPER_RESULTS, help="the paper's figures, row by row")) -> None:
     """Write metrics/paper_tables.md and metrics/paper_tables.json."""
-    models = [str(m) for m in section(load_params(params), "stage_models", params)["predict"]]
+    models = Params.load(params).model_list("stage_models.predict")
     tables = write_paper_tables(results, models)
     done = sum(r["cv"] is not None for r in tables["rows"])
     print(f"paper tables: {done} of {len(tables['rows'])} rows computed (metrics/paper_tables.md)")

@@ -5,12 +5,12 @@ from pathlib import Path
 import typer
 
 from fsdlib.paths import PATHS
+from fsdlib.settings import Params
 from fsdlib.synth import SynthConfig, generate_demo
-from stages.common import PARAMS, build, load_params, section, stage
+from stages.common import PARAMS, stage
 
 
 @stage
 def synth(params: Path = typer.Option(PARAMS, help="params file"), out: Path = typer.Option(PATHS.demo)) -> None:
     """Generate the demo dataset."""
-    values = dict(section(load_params(params), "synth", params))
-    generate_demo(out, build(SynthConfig, values, "synth", params))
+    generate_demo(out, Params.load(params).read(SynthConfig, "synth"))

@@ -8,9 +8,10 @@ import typer
 
 from fsdlib.atomic import write_text
 from fsdlib.errors import FsdError
+from fsdlib.settings import Params
 from fsdlib.tagger_file import open_tagger_file
 from fsdlib.tags import expand_paths, render_tags
-from stages.common import PARAMS, load_params, stage
+from stages.common import PARAMS, stage
 
 
 class Format(StrEnum):
@@ -49,7 +50,7 @@ def tag(
     else:
         from stages.tagging import trained_tagger  # the repository's stores and params: not needed with --model
 
-        tagger = trained_tagger(load_params(params), weights.value, device, params)
+        tagger = trained_tagger(Params.load(params), weights.value, device)
     files = expand_paths(paths)
     if not files:
         raise FsdError("no audio files (.wav, .flac, .ogg, .mp3) found in the given paths")

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from fsdlib.dataset import read_label_table
-from fsdlib.features import LogMelConfig
 from fsdlib.paths import PATHS
+from fsdlib.settings import FeatureSettings, InferenceConfig, Params
 from fsdlib.tagger import Tagger, ensemble_members
-from stages.common import PARAMS, fold_ids, section
-from stages.settings import inference_config, model_spec
 
 
-def trained_tagger(params: dict[str, Any], weights: str, device: str = "auto", path: Path = PARAMS) -> Tagger:
+def trained_tagger(params: Params, weights: str, device: str = "auto") -> Tagger:
     """The repository's trained ensemble as a tagger (`weights`: submitted, fixed or fitted), for `fsd tag` and
     `fsd export`: the members' specs from params, the snapshots and pads the ensemble stage chose."""
-    members = ensemble_members(weights, lambda name: model_spec(params, name, path), fold_ids(params, path))
+    members = ensemble_members(weights, params.model, params.folds())
     classes, _ = read_label_table(PATHS.labels)
-    logmel = LogMelConfig.from_params(section(params, "features", path))
-    return Tagger.from_members(members, classes, logmel, inference_config(params, path), device)
+    logmel = params.read(FeatureSettings, "features").logmel
+    return Tagger.from_members(members, classes, logmel, params.read(InferenceConfig, "inference"), device)

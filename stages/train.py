@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from fsdlib.fold_workers import FoldJob, train_model
-from stages.common import PARAMS, fold_ids, load_params, stage
-from stages.settings import inference_config, model_spec, placement
+from fsdlib.placement import Placement
+from fsdlib.settings import InferenceConfig, Params
+from stages.common import PARAMS, stage
 
 
 @stage
@@ -20,8 +21,8 @@ def train(
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     """Train a model's folds (placement: `placement` in params.yaml); writes data/models/<model>/fold<k>/."""
-    p = load_params(params)
-    spec, cfg = model_spec(p, model, params), inference_config(p, params)
-    jobs = [FoldJob(spec, model, k, cfg) for k in (fold_ids(p, params) if fold is None else [fold])]
-    for job, result in zip(jobs, train_model(jobs, placement(p, params), device, progress), strict=True):
+    p = Params.load(params)
+    spec, cfg = p.model(model), p.read(InferenceConfig, "inference")
+    jobs = [FoldJob(spec, model, k, cfg) for k in (p.folds() if fold is None else [fold])]
+    for job, result in zip(jobs, train_model(jobs, p.read(Placement, "placement"), device, progress), strict=True):
         print(f"{model} fold {job.fold}: validation lwlrap per cycle {[round(v, 4) for v in result.cycle_lwlrap]}")

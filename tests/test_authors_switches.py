@@ -25,6 +25,7 @@ from fsdlib.augment import (
 from fsdlib.batches import FoldData
 from fsdlib.errors import FsdError
 from fsdlib.losses import bce_loss, multitask_loss
+from fsdlib.settings import model_spec
 from fsdlib.spec import ModelSpec
 from fsdlib.train import Trainer
 
@@ -241,4 +242,4 @@ def test_authors_params_differ_from_paper_params_only_in_the_switches() -> None:
     assert (authors["ensemble.weights.A"], authors["ensemble.weights.B"], authors["ensemble.weights.C"]) == (4, 3, 3)
     raw = yaml.safe_load((PARAMS / "authors.yaml").read_text())
     for name, values in raw["models"].items():  # every model builds with its switches
-        ModelSpec.from_params(values, name)
+        model_spec(values, name)

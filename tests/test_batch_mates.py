@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from fsdlib.audio import SAMPLE_RATE
 from fsdlib.export import LoadedEnsemble, LoadedMember, export_ensemble
-from fsdlib.inference import InferenceConfig, length_groups, predict_clips
+from fsdlib.inference import length_groups, predict_clips
 from fsdlib.logmel import LogMelConfig
 from fsdlib.onnx_export import export_onnx
 from fsdlib.onnx_tagger import load_onnx_tagger
-from fsdlib.spec import ModelSpec
+from fsdlib.settings import InferenceConfig, model_spec
 from fsdlib.tagger import load_tagger
 from stages.cli import app
 
@@ -40,8 +40,8 @@ def member(name: str, pads: list[int], activation: str = "sigmoid", pad_mode: st
     """A one-network member whose batch norms hold the statistics of real inputs, as after training: with random
     statistics an EnvNet's features are ~1e-3 and every clip scores alike, so batch-mates could not show."""
     arch = ARCH if family == "resnet" else {"width": 0.125, "hidden": 16}
-    spec = ModelSpec.from_params({"family": family, "activation": activation, "pad_mode": pad_mode, "tta_pads": pads,
-                                  "arch": arch}, name)
+    spec = model_spec({"family": family, "activation": activation, "pad_mode": pad_mode, "tta_pads": pads,
+                       "arch": arch}, name)
     torch.manual_seed(len(name) + len(pads))
     net = spec.build(len(CLASSES))
     for module in net.modules():
@@ -74,12 +74,12 @@ def test_predict_clips_scores_a_clip_as_it_scores_alone(family: str, activation:
     cfg = InferenceConfig()
     sizes = [len(c) + 2 * max(pads) for c in clips]
     assert len(length_groups(sizes, cfg, 128 if kind == "logmel" else 1)) == 1  # all four share one batch
-    alone = predict_clips(net, clips[:1], kind, activation, pads, cfg=cfg, device="cpu")[0]
-    grouped = predict_clips(net, clips, kind, activation, pads, cfg=cfg, device="cpu")
+    alone = predict_clips(net, clips[:1], kind, activation, pads, cfg=cfg, device="cpu", pad_mode="zero")[0]
+    grouped = predict_clips(net, clips, kind, activation, pads, cfg=cfg, device="cpu", pad_mode="zero")
     np.testing.assert_allclose(grouped[0], alone, atol=ATOL)
     # the group padding would matter if the network were not told the lengths (and, for the EnvNet, the centring)
     padded = [np.pad(clips[0], ((0, len(clips[3]) - len(clips[0])),) + ((0, 0),) * (clips[0].ndim - 1))]
-    shifted = predict_clips(net, padded, kind, activation, pads, cfg=cfg, device="cpu")[0]
+    shifted = predict_clips(net, padded, kind, activation, pads, cfg=cfg, device="cpu", pad_mode="zero")[0]
     assert np.abs(shifted - alone).max() > 100 * ATOL
 
 

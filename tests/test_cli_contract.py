@@ -59,7 +59,7 @@ def test_real_stages_fail_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     bad_model = subprocess.run(["fsd", "train", "A", "0"], cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert bad_model.returncode == 1
-    assert bad_model.stderr.splitlines() == ["error: models.A: optimizer must be adam or sgd, got 'rmsprop'"]
+    assert bad_model.stderr.splitlines() == ["error: params.yaml: models.A.optimizer must be adam or sgd, got 'rmsprop'"]
 
 
 def test_interrupted_stage_exits_130(tmp_path: Path) -> None:

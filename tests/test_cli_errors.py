@@ -186,13 +186,12 @@ def tagger_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from fsdlib.export import LoadedEnsemble, LoadedMember, export_ensemble
-    from fsdlib.inference import InferenceConfig
     from fsdlib.logmel import LogMelConfig
-    from fsdlib.spec import ModelSpec
+    from fsdlib.settings import InferenceConfig, model_spec
 
     torch.manual_seed(0)
-    spec = ModelSpec.from_params({"family": "resnet", "tta_pads": [],
-                                  "arch": {"layers": [1, 1, 1, 1], "widths": [4, 4, 8, 8], "hidden": 8}}, "T")
+    spec = model_spec({"family": "resnet", "tta_pads": [],
+                       "arch": {"layers": [1, 1, 1, 1], "widths": [4, 4, 8, 8], "hidden": 8}}, "T")
     model = spec.build(2).eval().for_inference()
     path = tmp_path_factory.mktemp("tagger") / "tagger.pt"
     export_ensemble(path, LoadedEnsemble(("Bark", "Meow"), LogMelConfig(), InferenceConfig(),

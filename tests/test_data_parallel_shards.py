@@ -16,6 +16,7 @@ sys.path.insert(0, {tests!r})
 from test_train import _store, _spec
 import fsdlib.train as train_module
 from fsdlib.batches import FoldData
+from fsdlib.settings import InferenceConfig
 root = Path(sys.argv[1])
 rank = os.environ.get("RANK", "0")
 curated, y = _store(root / f"stores{{rank}}" / "curated.logmel.arrow", 48, seed=0)
@@ -37,7 +38,8 @@ def recording_init(self, spec, model, device, world):
 
 train_module.Trainer.__init__ = recording_init
 spec = _spec(cycles=1, epochs_per_cycle=1, batch=12)
-train_module.train_fold(spec, data, 3, root / "out", root / "state", name="P", fold=0, device="cpu", progress=False)
+train_module.train_fold(spec, data, 3, root / "out", root / "state", InferenceConfig(), name="P", fold=0,
+                        device="cpu", progress=False)
 (root / f"seen{{rank}}.json").write_text(json.dumps(seen))
 """
 

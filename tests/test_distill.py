@@ -17,7 +17,7 @@ from fsdlib.distill import StoreChain, distill, open_distill_set
 from fsdlib.errors import FsdError
 from fsdlib.export import load_ensemble
 from fsdlib.paths import Paths
-from fsdlib.spec import ModelSpec
+from fsdlib.settings import DistillSettings, build
 from fsdlib.store import FeatureStore, StoreWriter
 from fsdlib.tagger import Tagger, load_tagger
 
@@ -67,8 +67,6 @@ def test_targets_are_the_ensembles_predictions_in_clip_order(tiny_pipeline: Path
     np.testing.assert_array_equal(labelled.targets[:n_cur], labelled.truth[:n_cur])
     np.testing.assert_array_equal(labelled.targets[n_cur:], data.targets[n_cur:len(labelled.targets)])
     assert not np.array_equal(data.targets[:n_cur], labelled.targets[:n_cur])
-    with pytest.raises(FsdError, match="distill.curated_targets"):
-        open_distill_set(load_tagger(paths.tagger, "cpu"), ["curated"], "soft", paths, progress=False)
 
 
 def test_the_stage_trains_without_the_held_out_fold_and_exports_one_network(tiny_pipeline: Path) -> None:
@@ -112,13 +110,13 @@ def test_the_test_labels_never_reach_the_distilled_network(tiny_pipeline: Path, 
     test = table["subset"] == "test"
     table.loc[test, classes] = 1.0 - table.loc[test, classes].to_numpy()
     table.to_parquet(paths.labels)
-    spec = ModelSpec.from_params({"family": "resnet", "crop": 32, "batch": 8, "cycles": 1, "epochs_per_cycle": 1,
-                                  "multitask": False, "arch": {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16],
-                                                               "hidden": 16}}, "distilled")
+    settings = build(DistillSettings, {"model": {
+        "family": "resnet", "crop": 32, "batch": 8, "cycles": 1, "epochs_per_cycle": 1, "multitask": False,
+        "arch": {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}}}, "distill")
     tagger = Tagger(load_ensemble(paths.tagger), "cpu")
-    scrambled = distill(tagger, spec, ["curated", "noisy", "test"], 0, "labels", paths, "cpu", progress=False)
+    scrambled = distill(tagger, settings, paths, "cpu", progress=False)
     original = pipeline_copy(tiny_pipeline, tmp_path / "original")
-    kept = distill(tagger, spec, ["curated", "noisy", "test"], 0, "labels", original, "cpu", progress=False)
+    kept = distill(tagger, settings, original, "cpu", progress=False)
     assert scrambled["holdout"] == kept["holdout"]
     weights = [torch.load(p / "snapshot_1.pt", weights_only=True) for p in (paths.distill, original.distill)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -126,15 +124,18 @@ def test_the_test_labels_never_reach_the_distilled_network(tiny_pipeline: Path, 
 
 
 def test_settings_the_distilled_network_cannot_use_are_refused(tiny_pipeline: Path, tmp_path: Path) -> None:
+    plain = {"family": "resnet", "multitask": False}
+    for values, words in [
+        ({"model": {"family": "resnet", "multitask": True}}, "distill: model: .*multitask, spl and init_from must be off"),
+        ({"model": plain, "subsets": ["noisy", "test"]}, "distill.subsets must be curated and any of"),
+        ({"model": plain, "curated_targets": "teacher"}, "distill.curated_targets must be labels or ensemble"),
+        ({"model": {"family": "resnet", "layers": 3}}, "distill.model: unknown keys"),
+        ({"subsets": ["curated"]}, "distill: missing keys \\['model'\\]"),
+    ]:
+        with pytest.raises(FsdError, match=words):
+            build(DistillSettings, values, "distill")
     paths = pipeline_copy(tiny_pipeline, tmp_path / "copy")
     tagger = Tagger(load_ensemble(paths.tagger), "cpu")
-    spec = ModelSpec.from_params({"family": "resnet", "multitask": True}, "distilled")
-    with pytest.raises(FsdError, match="multitask, spl and init_from must be off"):
-        distill(tagger, spec, ["curated"], 0, "labels", paths, "cpu", progress=False)
-    spec = ModelSpec.from_params({"family": "resnet", "multitask": False}, "distilled")
-    with pytest.raises(FsdError, match="expected curated"):
-        distill(tagger, spec, ["noisy", "test"], 0, "labels", paths, "cpu", progress=False)
-    with pytest.raises(FsdError, match="fold 7 does not exist"):
-        distill(tagger, spec, ["curated"], 7, "labels", paths, "cpu", progress=False)
-    with pytest.raises(FsdError, match="distill.model: unknown keys"):
-        ModelSpec.from_params({"family": "resnet", "layers": 3}, "distilled", "distill.model")
+    settings = build(DistillSettings, {"model": plain, "subsets": ["curated"], "holdout_fold": 7}, "distill")
+    with pytest.raises(FsdError, match="fold 7 does not exist"):  # a fact of the data, checked where it is read
+        distill(tagger, settings, paths, "cpu", progress=False)

@@ -14,6 +14,7 @@ import torch.distributed as dist
 sys.path.insert(0, {tests!r})
 from test_train import _store, _spec, TINY_ARCH
 from fsdlib.batches import FoldData
+from fsdlib.settings import InferenceConfig
 from fsdlib.train import train_fold
 root = Path(sys.argv[1])
 interrupt = len(sys.argv) > 2  # stop after cycle 1, then resume: each rank with a state dir of its own
@@ -34,7 +35,8 @@ def stop_once(cycle):
         raise SystemExit(3)
 
 
-train_fold(spec, data, 3, root / "out", state, name="P", fold=0, device="cpu", progress=False, after_cycle=stop_once)
+train_fold(spec, data, 3, root / "out", state, InferenceConfig(), name="P", fold=0, device="cpu", progress=False,
+           after_cycle=stop_once)
 """
 
 

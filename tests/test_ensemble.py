@@ -19,6 +19,7 @@ from fsdlib.fold_predictions import write_arrays
 from fsdlib.metrics import lwlrap
 from fsdlib.paths import Paths
 from fsdlib.selection import SnapshotGrid, average, select
+from fsdlib.settings import EnsembleSettings
 
 
 @pytest.fixture
@@ -196,7 +197,7 @@ def _layout(root: Path, test_labels: bool = True) -> tuple[Paths, tuple[str, ...
 
 def test_report_ensemble_writes_every_output(tmp_path: Path) -> None:
     paths, classes = _layout(tmp_path)
-    metrics, selection = report_ensemble({"A": 3, "B": 1, "C": 0}, "fitted", "cv", paths)
+    metrics, selection = report_ensemble(EnsembleSettings({"A": 3, "B": 1, "C": 0}, "fitted", "cv"), paths)
     known = int((np.arange(N_CURATED) % 3 < 2).sum())
     assert metrics["cv_clips"] == known and list(metrics["cv"]) == ["A", "B", "C", "ensemble_fixed", "ensemble_fitted"]
     assert list(metrics["cv_nested"]) == ["ensemble_fixed", "ensemble_fitted"]
@@ -233,7 +234,7 @@ def test_report_ensemble_writes_every_output(tmp_path: Path) -> None:
 
 def test_report_ensemble_fixed_selection_averages_every_snapshot(tmp_path: Path) -> None:
     paths, _ = _layout(tmp_path)
-    metrics, selection = report_ensemble({"A": 3, "B": 1, "C": 0}, "fixed", "fixed", paths)
+    metrics, selection = report_ensemble(EnsembleSettings({"A": 3, "B": 1, "C": 0}, "fixed", "fixed"), paths)
     _, labels = read_label_table(paths.labels)
     known = np.arange(N_CURATED) % 3 < 2
     for m in SIGNALS:
@@ -252,21 +253,17 @@ def test_report_ensemble_fixed_selection_averages_every_snapshot(tmp_path: Path)
 
 def test_report_ensemble_without_test_labels_and_errors(tmp_path: Path) -> None:
     paths, _ = _layout(tmp_path, test_labels=False)
-    metrics, selection = report_ensemble({"A": 1, "B": 1}, "fixed", "cv", paths)
+    metrics, selection = report_ensemble(EnsembleSettings({"A": 1, "B": 1}, "fixed", "cv"), paths)
     assert "test" not in metrics and len(summary(metrics).splitlines()) == 2
     assert "test" not in selection["models"]["A"] and "test" not in selection_summary(selection)
     assert set(json.loads((paths.metrics / "per_class.json").read_text())) == {"cv"}
-    with pytest.raises(FsdError, match="ensemble.submit must be fixed or fitted"):
-        report_ensemble({"A": 1}, "best", "cv", paths)
-    with pytest.raises(FsdError, match="ensemble.select must be fixed or cv"):
-        report_ensemble({"A": 1}, "fixed", "best", paths)
     with pytest.raises(FsdError, match=r"run predict@D"):
-        report_ensemble({"A": 1, "D": 1}, "fixed", "cv", paths)
+        report_ensemble(EnsembleSettings({"A": 1, "D": 1}, "fixed", "cv"), paths)
     with np.load(paths.predictions_of("A")) as z:
         arrays = {k: z[k] for k in z.files if k not in ("cycles", "pads")}
     write_arrays(paths.predictions_of("A"), {**arrays, "oof": arrays["oof"].mean(axis=(0, 1))})
     with pytest.raises(FsdError, match=r"older layout\); rerun predict"):
-        report_ensemble({"A": 1, "B": 1}, "fixed", "cv", paths)
+        report_ensemble(EnsembleSettings({"A": 1, "B": 1}, "fixed", "cv"), paths)
 
 
 def test_report_ensemble_with_one_fold_has_no_nested_estimate(tmp_path: Path) -> None:
@@ -276,7 +273,7 @@ def test_report_ensemble_with_one_fold_has_no_nested_estimate(tmp_path: Path) ->
             arrays = {k: z[k] for k in z.files}
         arrays["oof"][:, :, arrays["curated_folds"] == 1] = np.nan
         write_arrays(paths.predictions_of(m), arrays)
-    metrics, selection = report_ensemble({"A": 1, "B": 1}, "fixed", "cv", paths)
+    metrics, selection = report_ensemble(EnsembleSettings({"A": 1, "B": 1}, "fixed", "cv"), paths)
     assert "cv_nested" not in metrics and selection["models"]["A"]["cv_nested"] is None
     assert "nested n/a" in selection_summary(selection)
 
@@ -294,5 +291,3 @@ def test_fit_over_all_lets_a_weight_0_model_into_the_fitted_weights() -> None:
     assert "X" not in weighted.fitted and every.fitted["X"] > 0.5
     assert lwlrap(truth, every.oof["ensemble_fitted"]) > lwlrap(truth, weighted.oof["ensemble_fitted"])
     assert np.array_equal(every.oof["ensemble_fixed"], weighted.oof["ensemble_fixed"])
-    with pytest.raises(FsdError, match="ensemble.fit_over"):
-        combine(oof, test, fixed, truth, fit_over="some")

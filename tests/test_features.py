@@ -19,6 +19,7 @@ from fsdlib.audio import load_wav
 from fsdlib.clip_input import logmel_to_input
 from fsdlib.errors import FsdError
 from fsdlib.features import LogMelConfig, LogMelExtractor, build_feature_store
+from fsdlib.settings import FeatureSettings
 from fsdlib.store import FeatureStore
 
 SR = 44100
@@ -155,7 +156,7 @@ def write_clips(folder: Path, lengths: list[int]) -> list[tuple[str, Path]]:
 
 def test_build_feature_store(tmp_path: Path, extractor: LogMelExtractor) -> None:
     items = write_clips(tmp_path, [9000, 1000, 3000, 44100, 200, 15000])
-    build_feature_store(items, tmp_path / "out" / "curated", CFG, batch_seconds=0.5, progress=False)
+    build_feature_store(items, tmp_path / "out" / "curated", FeatureSettings(batch_seconds=0.5), progress=False)
     logmel = FeatureStore.open(tmp_path / "out" / "curated.logmel.arrow", kind="logmel")
     wave = FeatureStore.open(tmp_path / "out" / "curated.wave.arrow", kind="wave")
     names = [name for name, _ in items]
@@ -177,14 +178,14 @@ def test_build_feature_store_names_a_bad_file_and_writes_nothing(tmp_path: Path)
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     with pytest.raises(FsdError) as err:
-        build_feature_store([*items, ("broken.wav", bad)], tmp_path / "out" / "test", CFG, progress=False)
+        build_feature_store([*items, ("broken.wav", bad)], tmp_path / "out" / "test", FeatureSettings(), progress=False)
     assert err.value.path == bad
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_feature_store_of_hostile_but_valid_clips_is_finite(tmp_path: Path) -> None:
     paths = accepted_wavs(tmp_path / "wavs")
-    build_feature_store(list(paths.items()), tmp_path / "out" / "hostile", LogMelConfig(), progress=False)
+    build_feature_store(list(paths.items()), tmp_path / "out" / "hostile", FeatureSettings(), progress=False)
     store = FeatureStore.open(tmp_path / "out" / "hostile.logmel.arrow")
     assert store.fnames == list(paths)
     for i in range(len(store)):

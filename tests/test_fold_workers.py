@@ -19,7 +19,7 @@ from fsdlib.errors import FsdError
 from fsdlib.fold_workers import FoldJob, train_folds
 from fsdlib.paths import Paths
 from fsdlib.placement import Placement, Slot, plan_slots
-from stages.settings import inference_config, model_spec
+from fsdlib.settings import InferenceConfig, Params
 
 
 def test_cpu_workers_times_threads_fill_the_cores() -> None:
@@ -41,8 +41,8 @@ def test_gpu_workers_share_a_gpu_and_spread_over_several() -> None:
     (lambda: plan_slots(0, Placement(), "cpu", 2, 0), "no folds"),
     (lambda: plan_slots(2, Placement(), "cuda", 2, 0), "CUDA is not available"),
     (lambda: plan_slots(2, Placement(), "tpu", 2, 1), "unknown device"),
-    (lambda: Placement(cpu_threads=0), "placement.cpu_threads"),
-    (lambda: Placement(gpu_workers=1.5), "placement.gpu_workers"),
+    (lambda: Placement(cpu_threads=0), "cpu_threads"),
+    (lambda: Placement(gpu_workers=1.5), "gpu_workers"),
 ])
 def test_bad_placement_is_one_clear_error(call, words: str) -> None:
     with pytest.raises(FsdError, match=words):
@@ -50,9 +50,9 @@ def test_bad_placement_is_one_clear_error(call, words: str) -> None:
 
 
 def _jobs(repo: Path, model: str) -> list[FoldJob]:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    spec, cfg = model_spec(params, model), inference_config(params)
-    return [FoldJob(spec, model, k, cfg, Paths(repo)) for k in params["folds"]["ids"]]
+    params = Params.load(repo / "params.yaml")
+    spec, cfg = params.model(model), params.read(InferenceConfig, "inference")
+    return [FoldJob(spec, model, k, cfg, Paths(repo)) for k in params.folds()]
 
 
 def _snapshots(out: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -21,10 +21,13 @@ from fsdlib.distributed import World, _SyncBatchNormFunction, init_world
 from fsdlib.errors import FsdError
 from fsdlib.inference import predict_clips
 from fsdlib.models.heads import MultitaskHeads, TaggingModel
+from fsdlib.settings import InferenceConfig
 from fsdlib.train import FoldTraining, Trainer, dropout_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import N_CLASSES, _spec, _store  # noqa: E402
+
+INFERENCE = InferenceConfig()  # the library's batching defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +94,8 @@ def test_predict_clips_runs_the_model_on_the_given_device(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(TaggingModel, "predict", predict)
     with pytest.raises(Stop):
-        predict_clips(model, [np.ones((4, 8), np.float32)], "logmel", "sigmoid", device=torch.device("meta"))
+        predict_clips(model, [np.ones((4, 8), np.float32)], "logmel", "sigmoid", device=torch.device("meta"), pads=(0,),
+                      pad_mode="zero", cfg=INFERENCE)
     assert seen == [(torch.device("meta"), torch.device("meta"))]
     assert next(model.parameters()).device.type == "cpu"  # the caller's model stays where it is
 

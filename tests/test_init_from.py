@@ -14,7 +14,10 @@ from fsdlib.errors import FsdError
 from fsdlib.fold_data import init_snapshot
 from fsdlib.paths import Paths
 from fsdlib.predict import load_snapshot
+from fsdlib.settings import InferenceConfig
 from fsdlib.train import train_fold
+
+INFERENCE = InferenceConfig()  # the library's batching defaults
 
 
 def _weights_at_first_step(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
@@ -39,7 +42,7 @@ def test_training_starts_from_the_source_snapshot(data: FoldData, tmp_path: Path
     seen = _weights_at_first_step(monkeypatch)
     student = _spec(cycles=1, epochs_per_cycle=1, multitask=multitask, seed=7)  # its own init would differ
     train_fold(student, data, N_CLASSES, tmp_path / "o", tmp_path / "s", name="S", fold=0,
-               init_weights=tmp_path / "source" / "out" / "snapshot_1.pt", device="cpu", progress=False)
+               init_weights=tmp_path / "source" / "out" / "snapshot_1.pt", device="cpu", progress=False, inference=INFERENCE)
     (start,) = seen
     shared = [k for k in start if not k.startswith("heads.noisy.")]
     assert len(shared) > 10 and all(torch.equal(start[k], source[k]) for k in shared)
@@ -52,7 +55,7 @@ def test_a_snapshot_of_another_architecture_is_refused(data: FoldData, tmp_path:
     source = tmp_path / "source" / "out" / "snapshot_1.pt"
     with pytest.raises(FsdError, match="init_from snapshot does not fit this architecture") as refused:
         train_fold(wider, data, N_CLASSES, tmp_path / "o", tmp_path / "s", name="S", fold=0, init_weights=source,
-                   device="cpu", progress=False)
+                   device="cpu", progress=False, inference=INFERENCE)
     assert not list((tmp_path / "o").glob("snapshot_*.pt"))
     with pytest.raises(FsdError, match="snapshot does not load into this model's architecture") as unloadable:
         load_snapshot(wider, N_CLASSES, source, "cpu")

@@ -18,6 +18,7 @@ import numpy as np
 sys.path.insert(0, {tests!r})
 from test_train import _store, _spec
 from fsdlib.batches import FoldData
+from fsdlib.settings import InferenceConfig
 from fsdlib.train import train_fold
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
 root, hold_after = Path(sys.argv[1]), int(sys.argv[2])
@@ -32,7 +33,8 @@ def after_cycle(cycle):
         threading.Event().wait()
 
 spec = _spec(cycles=3, epochs_per_cycle=1)
-train_fold(spec, data, 3, root / "out", root / "state", name="K", fold=0, progress=False, after_cycle=after_cycle)
+train_fold(spec, data, 3, root / "out", root / "state", InferenceConfig(), name="K", fold=0, progress=False,
+           after_cycle=after_cycle)
 """
 
 

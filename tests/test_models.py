@@ -129,8 +129,6 @@ def test_tagging_model_forward_and_predict() -> None:
     assert torch.allclose(model.predict(x, "sigmoid"), torch.sigmoid(curated))
     probabilities = model.predict(x, "softmax")
     assert torch.allclose(probabilities.sum(-1), torch.ones(4))
-    with pytest.raises(FsdError):
-        model.predict(x, "relu")
 
 
 def test_build_model_paper_and_demo() -> None:
@@ -147,9 +145,7 @@ def test_build_model_paper_and_demo() -> None:
     assert _count(EnvNetV2()) == 374_848
 
 
-def test_build_model_rejects_bad_settings() -> None:
-    with pytest.raises(FsdError):
-        build_model("vgg", 10, multitask=True)
+def test_build_model_rejects_bad_settings() -> None:  # the family itself is checked by ModelSpec (test_settings.py)
     with pytest.raises(FsdError):
         build_model("envnet", 10, multitask=True, layers=(1, 1, 1, 1))
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fsdlib.spec import ModelSpec
+from fsdlib.settings import model_spec
 
 PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "params" / "paper.yaml").read_text())
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
@@ -25,7 +25,7 @@ TABLE = {
 @pytest.mark.parametrize("name", list(TABLE))
 def test_paper_settings(name: str) -> None:
     family, act, cycles, epochs, crop, batch, opt, lr_max, init, spl, used, pads = TABLE[name]
-    spec = ModelSpec.from_params(PAPER["models"][name], name)  # checks every setting
+    spec = model_spec(PAPER["models"][name], name)  # checks every setting
     assert (spec.family, spec.activation, spec.cycles, spec.epochs_per_cycle) == (family, act, cycles, epochs)
     assert (spec.crop, spec.batch, spec.optimizer, spec.lr_max, spec.lr_min) == (crop, batch, opt, lr_max, 1e-6)
     assert spec.init_from == init and spec.multitask
@@ -38,9 +38,9 @@ def test_paper_settings(name: str) -> None:
 
 
 def test_paper_networks_are_full_size() -> None:
-    resnet = ModelSpec.from_params(PAPER["models"]["A"], "A").build(80)
+    resnet = model_spec(PAPER["models"]["A"], "A").build(80)
     assert sum(p.numel() for p in resnet.backbone.parameters()) == 21_278_400  # ResNet34, one input channel
-    envnet = ModelSpec.from_params(PAPER["models"]["D"], "D").build(80)
+    envnet = model_spec(PAPER["models"]["D"], "D").build(80)
     assert envnet.backbone.out_features == 2560
     assert envnet.heads.curated[0].out_features == 1024 and envnet.heads.noisy is not None
 
@@ -53,7 +53,7 @@ ABLATIONS = {"A_1cycle_noaug": (1, 512, False, False, "zero"), "A_1cycle": (1, 5
 @pytest.mark.parametrize("name", list(ABLATIONS))
 def test_paper_ablations_differ_from_a_in_their_own_setting_only(name: str) -> None:
     cycles, epochs, multitask, augmented, pad_mode = ABLATIONS[name]
-    spec, a = ModelSpec.from_params(PAPER["models"][name], name), ModelSpec.from_params(PAPER["models"]["A"], "A")
+    spec, a = model_spec(PAPER["models"][name], name), model_spec(PAPER["models"]["A"], "A")
     assert (spec.cycles, spec.epochs_per_cycle, spec.multitask, spec.pad_mode) == (cycles, epochs, multitask, pad_mode)
     aug = spec.augment_config()
     assert (aug.mixup, aug.gain, aug.freq_mask) == (augmented,) * 3
@@ -92,7 +92,7 @@ def test_paper_and_demo_have_the_same_layout() -> None:
 @pytest.mark.parametrize("name", list(PAPER["models"]))
 def test_paper_models_train_with_the_authors_dynamics(name: str) -> None:
     """docs/method.md §11: per-batch-x-class KL, a forward pass per part, Nesterov SGD, the authors' wave augments."""
-    spec = ModelSpec.from_params(PAPER["models"][name], name)
+    spec = model_spec(PAPER["models"][name], name)
     assert spec.loss_reduction == "authors" and spec.separate_passes is True
     if spec.family == "envnet":
         aug = spec.augment_config()

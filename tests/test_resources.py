@@ -12,8 +12,9 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 import numpy as np, soundfile as sf, torch
-from fsdlib.features import LogMelConfig, build_feature_store
-from fsdlib.inference import InferenceConfig, length_groups, predict_clips
+from fsdlib.features import build_feature_store
+from fsdlib.inference import length_groups, predict_clips
+from fsdlib.settings import FeatureSettings, InferenceConfig
 from fsdlib.models import build_model
 from fsdlib.store import FeatureStore
 
@@ -31,7 +32,7 @@ for i, seconds in enumerate([600.0, 590.0, 580.0, 570.0] + [2.0] * 20):  # the f
     path = root / f"clip{i}.wav"
     sf.write(str(path), (0.1 * rng.standard_normal(int(seconds * 44100))).astype(np.float32), 44100, subtype="PCM_16")
     items.append((path.name, path))
-build_feature_store(items, root / "store", LogMelConfig(), batch_seconds=60.0, progress=False)
+build_feature_store(items, root / "store", FeatureSettings(batch_seconds=60.0), progress=False)
 mels = FeatureStore.open(root / "store.logmel.arrow")
 waves = FeatureStore.open(root / "store.wave.arrow")
 clips = [np.array(mels[i]) for i in range(len(mels))]  # in memory before the peaks are measured
@@ -48,7 +49,7 @@ one, peak = peak_mb() - before, max(peak, peak_mb())
 before = reset_peak()
 grouped = predict_clips(resnet, clips, "logmel", "sigmoid", (32,), "zero", one_long)
 four, peak = peak_mb() - before, max(peak, peak_mb())
-p2 = predict_clips(envnet, [waves[i] for i in range(4, len(waves))], "wave", "softmax", (0,), "zero")
+p2 = predict_clips(envnet, [waves[i] for i in range(4, len(waves))], "wave", "softmax", (0,), "zero", InferenceConfig())
 ok = bool(np.isfinite(grouped).all() and np.isfinite(p2).all() and np.allclose(alone, grouped[:1], atol=1e-6))
 print(json.dumps({"peak_mb": max(peak, peak_mb()), "one_long_mb": one, "four_long_mb": four, "finite_and_same": ok}))
 """

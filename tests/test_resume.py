@@ -25,9 +25,12 @@ import fsdlib.train as train_module
 from fsdlib.batches import BatchMaker, FoldData
 from fsdlib.resume import RESUME, ResumeState, code_digest, fingerprint, save, snapshot_path
 from fsdlib.schedule import cyclic_cosine_lr
+from fsdlib.settings import InferenceConfig, model_spec
 from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore
 from fsdlib.train import LR_STEP_TSV, FoldTraining, train_fold
+
+INFERENCE = InferenceConfig()  # the library's batching defaults
 
 SPEC = _spec(cycles=2, epochs_per_cycle=1)
 
@@ -115,7 +118,7 @@ def test_a_state_resumes_when_nothing_changed(data: FoldData, state_dir: Path, i
     state, _ = interrupt(_key(data))
     reopened = FoldData(FeatureStore.open(data.curated.path), data.curated_targets.copy(), data.train_idx.copy(),
                         data.val_idx.copy(), FeatureStore.open(data.noisy.path), data.noisy_targets.copy())
-    key = _key(reopened, spec=ModelSpec.from_params(
+    key = _key(reopened, spec=model_spec(
         {"family": "resnet", "crop": 32, "batch": 12, "cycles": 2, "epochs_per_cycle": 1, "lr_max": 3e-3,
          "lr_min": 1e-5, "arch": {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}, "seed": 0}, "T"))
     assert key == _key(data)
@@ -354,13 +357,14 @@ def test_an_interrupted_training_rerun_with_another_lr_starts_over(data: FoldDat
 
     monkeypatch.setattr(train_module, "predict_clips", dies_in_cycle_2)
     with pytest.raises(KeyboardInterrupt):
-        train_fold(SPEC, data, N_CLASSES, out, state, name="T", fold=0, device="cpu", progress=False)
+        train_fold(SPEC, data, N_CLASSES, out, state, name="T", fold=0, device="cpu", progress=False, inference=INFERENCE)
     assert torch.load(state / RESUME, weights_only=True)["cycle"] == 1
     monkeypatch.setattr(train_module, "predict_clips", real_predict)
 
     spec = replace(SPEC, lr_max=1e-3)
     with caplog.at_level(logging.INFO, logger="fsdlib"):
-        result = train_fold(spec, data, N_CLASSES, out, state, name="T", fold=0, device="cpu", progress=False)
+        result = train_fold(spec, data, N_CLASSES, out, state, name="T", fold=0, device="cpu", progress=False,
+                            inference=INFERENCE)
     assert "resuming" not in caplog.text and "settings, data or code changed" in caplog.text
     assert len(result.cycle_lwlrap) == 2 and not state.exists()
     lines = (out / "live" / LR_STEP_TSV).read_text().splitlines()[1:]

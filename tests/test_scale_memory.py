@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from fsdlib.heap import KERNEL_CACHE_ENTRIES
-from fsdlib.inference import InferenceConfig, length_groups
+from fsdlib.inference import length_groups
+from fsdlib.settings import InferenceConfig
 
 SCRIPT = """
 import json
 from pathlib import Path
 import numpy as np, torch
-from fsdlib.inference import InferenceConfig, predict_clips
+from fsdlib.inference import predict_clips
+from fsdlib.settings import InferenceConfig
 from fsdlib.models import build_model
 from stages.common import keep_freed_memory
 
@@ -77,7 +79,8 @@ KERNEL_CACHE_SCRIPT = """
 import ctypes, gc, json, os, sys
 from pathlib import Path
 import numpy as np, torch
-from fsdlib.inference import InferenceConfig, predict_clips
+from fsdlib.inference import predict_clips
+from fsdlib.settings import InferenceConfig
 from fsdlib.models import build_model
 from stages.common import stage
 

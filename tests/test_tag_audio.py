@@ -18,8 +18,7 @@ from fsdlib.audio import SAMPLE_RATE, read_audio, read_windows, window_starts
 from fsdlib.errors import FsdError
 from fsdlib.export import export_ensemble
 from fsdlib.features import LogMelConfig
-from fsdlib.inference import InferenceConfig
-from fsdlib.spec import ModelSpec
+from fsdlib.settings import InferenceConfig, model_spec
 from fsdlib.tagger import Member, Tagger, expand_paths, load_tagger, render_tags
 
 SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
@@ -38,8 +37,8 @@ def tagger(tmp_path_factory: pytest.TempPathFactory) -> Tagger:
     """A one-member ensemble of a tiny untrained ResNet (two snapshots), on the CPU."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("member")
-    spec = ModelSpec.from_params({"family": "resnet", "crop": 32, "tta_pads": [4],
-                                  "arch": {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}}, "T")
+    spec = model_spec({"family": "resnet", "crop": 32, "tta_pads": [4],
+                       "arch": {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}}, "T")
     snapshots = []
     for cycle in (1, 2):
         path = folder / f"snapshot_{cycle}.pt"

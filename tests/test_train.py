@@ -14,9 +14,12 @@ from fsdlib.errors import FsdError
 from fsdlib.plots import read_dvclive_curves
 from fsdlib.resume import fingerprint
 from fsdlib.schedule import cyclic_cosine_lr
+from fsdlib.settings import InferenceConfig, model_spec
 from fsdlib.spec import ModelSpec
 from fsdlib.store import FeatureStore, StoreWriter
 from fsdlib.train import LR_STEP_TSV, FoldTraining, Trainer, train_fold
+
+INFERENCE = InferenceConfig()  # the library's batching defaults
 
 N_MELS, N_CLASSES = 32, 3
 TINY_ARCH = {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "hidden": 16}
@@ -54,7 +57,7 @@ def _spec(**kw) -> ModelSpec:
 
 def _run(spec: ModelSpec, data: FoldData, root: Path):
     return train_fold(spec, data, N_CLASSES, root / "out", root / "state", name="T", fold=0, device="cpu",
-                      progress=False)
+                      progress=False, inference=INFERENCE)
 
 
 def test_learns_and_writes_outputs(data: FoldData, tmp_path: Path) -> None:
@@ -129,7 +132,8 @@ def test_softmax_without_multitask_and_init_from(data: FoldData, tmp_path: Path)
     spec = _spec(cycles=1, epochs_per_cycle=1, activation="softmax", multitask=False, lr_max=1e-9, lr_min=1e-9)
     data.noisy = None
     result = train_fold(spec, data, N_CLASSES, tmp_path / "o", tmp_path / "s", name="S", fold=0,
-                        init_weights=tmp_path / "first" / "out" / "snapshot_1.pt", device="cpu", progress=False)
+                        init_weights=tmp_path / "first" / "out" / "snapshot_1.pt", device="cpu", progress=False,
+                            inference=INFERENCE)
     assert len(result.cycle_lwlrap) == 1
     preds = np.load(tmp_path / "o" / "oof.npz")["preds"]
     assert preds.shape == (1, 12, N_CLASSES) and (preds >= 0).all()
@@ -140,7 +144,7 @@ def test_softmax_without_multitask_and_init_from(data: FoldData, tmp_path: Path)
     trained = torch.load(tmp_path / "o" / "snapshot_1.pt")
     assert any(k.startswith("heads.noisy.") for k in source) and not any("noisy" in k for k in trained)
     own = train_fold(spec, data, N_CLASSES, tmp_path / "own" / "o", tmp_path / "own" / "s", name="S", fold=0,
-                     device="cpu", progress=False)
+                     device="cpu", progress=False, inference=INFERENCE)
     assert len(own.cycle_lwlrap) == 1
     own_init = torch.load(tmp_path / "own" / "o" / "snapshot_1.pt")
     params = [name for name, _ in spec.build(N_CLASSES).named_parameters()]
@@ -151,26 +155,26 @@ def test_softmax_without_multitask_and_init_from(data: FoldData, tmp_path: Path)
 
 
 def test_spec_from_params_turns_lists_into_tuples() -> None:
-    spec = ModelSpec.from_params({"family": "envnet", "tta_pads": [8000, 32000], "crops": [100, 200]}, "D")
+    spec = model_spec({"family": "envnet", "tta_pads": [8000, 32000], "crops": [100, 200]}, "D")
     assert spec.tta_pads == (8000, 32000) and spec.crops == (100, 200) and spec.kind == "wave"
 
 
 @pytest.mark.parametrize(("values", "problem"), [
-    ({"family": "resnet", "optimizer": "rmsprop"}, "models.T: optimizer must be adam or sgd, got 'rmsprop'"),
-    ({"family": "cnn"}, "models.T: family must be resnet or envnet"),
-    ({"family": "resnet", "pad_mode": "reflect"}, "models.T: pad_mode must be zero or loop"),
+    ({"family": "resnet", "optimizer": "rmsprop"}, "models.T.optimizer must be adam or sgd, got 'rmsprop'"),
+    ({"family": "cnn"}, "models.T.family must be resnet or envnet"),
+    ({"family": "resnet", "pad_mode": "reflect"}, "models.T.pad_mode must be zero or loop"),
     ({"family": "resnet", "lr_min": 1.0, "lr_max": 0.1}, "models.T: need 0 < lr_min <= lr_max"),
     ({"family": "resnet", "spl": {"variant": "some"}}, "models.T: spl.variant must be all_folds or leak_free"),
-    ({"family": "resnet", "cycles": 2, "snapshot_cycles": [3]}, r"models.T: snapshot_cycles must lie in 1..2"),
+    ({"family": "resnet", "cycles": 2, "snapshot_cycles": [3]}, r"models.T.snapshot_cycles must lie in 1..2"),
     ({"family": "resnet", "augment": {"time_scale": True}}, "models.T: bad augment settings for resnet"),
     ({"family": "resnet", "epochs": 3}, r"models.T: unknown keys \['epochs'\]"),
-    ({"family": "resnet", "loss_reduction": "sum"}, "models.T: loss_reduction must be authors or row_sum, got 'sum'"),
+    ({"family": "resnet", "loss_reduction": "sum"}, "models.T.loss_reduction must be authors or row_sum, got 'sum'"),
     ({"family": "resnet", "separate_passes": "no"}, "models.T: separate_passes and nesterov must be true or false"),
     ({"family": "envnet", "optimizer": "sgd", "momentum": 0.0}, "models.T: nesterov needs momentum > 0"),
 ])
 def test_bad_spec_names_model_and_problem(values: dict, problem: str) -> None:
     with pytest.raises(FsdError, match=problem):
-        ModelSpec.from_params(values, "T")
+        model_spec(values, "T")
 
 
 def test_spec_built_in_code_is_checked_too() -> None:

@@ -18,10 +18,11 @@ from pipeline import REPO, run
 from fsdlib.audio import load_wav, pcm16_data
 from fsdlib.dataset import read_dataset
 from fsdlib.errors import FsdError
-from fsdlib.features import LogMelConfig, build_feature_store
+from fsdlib.features import build_feature_store
+from fsdlib.settings import FeatureSettings
 from fsdlib.store import FeatureStore, StoreWriter
 
-CFG = LogMelConfig(n_mels=16, n_fft=512, hop_length=256)
+CFG = {"n_mels": 16, "n_fft": 512, "hop_length": 256}
 
 
 def with_list_chunk(path: Path, n: int, seed: int) -> Path:
@@ -62,7 +63,8 @@ def clips(tmp_path: Path) -> list[tuple[str, Path]]:
 
 
 def build(items: list[tuple[str, Path]], out: Path, layout: str) -> FeatureStore:
-    build_feature_store(items, out / "curated", CFG, batch_seconds=0.2, progress=False, wave_store=layout)
+    settings = FeatureSettings(**CFG, batch_seconds=0.2, wave_store=layout)
+    build_feature_store(items, out / "curated", settings, progress=False)
     return FeatureStore.open(out / "curated.wave.arrow", kind="wave")
 
 
@@ -152,7 +154,7 @@ def test_writer_rejects_references_in_a_copied_store(tmp_path: Path) -> None:
     with StoreWriter(tmp_path / "x.wave.arrow", "wave", np.int16, 1) as writer, pytest.raises(ValueError, match="refs"):
         writer.write(["a.wav"], [np.zeros(3, np.int16)], [None])
     with pytest.raises(FsdError, match="wave_store"):
-        build_feature_store([], tmp_path / "y", CFG, progress=False, wave_store="link")
+        FeatureSettings(wave_store="link")
 
 
 def test_the_features_stage_reads_wave_store_from_params(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fsdlib.errors import FsdError
+from fsdlib.families import FAMILIES
 from fsdlib.models.envnet import EnvNetV2
 from fsdlib.models.heads import Activation, MultitaskHeads, TaggingModel
 from fsdlib.models.resnet import ResNet, resnet34
-from fsdlib.spec import check_family
 
 __all__ = ["Activation", "EnvNetV2", "MultitaskHeads", "ResNet", "TaggingModel", "build_model", "resnet34"]
 
@@ -16,11 +16,11 @@ HEAD_KWARGS = ("hidden", "dropouts")
 
 
 def build_model(family: Literal["resnet", "envnet"], n_classes: int, multitask: bool, **arch: Any) -> TaggingModel:
-    """Backbone of `family` plus heads; `arch` holds backbone settings and the heads' `hidden`, `dropouts`.
+    """Backbone of `family` (a checked ModelSpec's) plus heads; `arch` holds backbone settings and the heads'
+    `hidden`, `dropouts`.
 
     resnet takes `layers`, `widths`, `in_channels`; envnet takes `width` (channel multiplier).
     """
-    check_family(family)
     head_kwargs = {key: arch.pop(key) for key in HEAD_KWARGS if key in arch}
     if "widths" in arch:
         arch["widths"] = tuple(arch["widths"])
@@ -28,9 +28,8 @@ def build_model(family: Literal["resnet", "envnet"], n_classes: int, multitask: 
         arch["layers"] = tuple(arch["layers"])
     if "dropouts" in head_kwargs:
         head_kwargs["dropouts"] = tuple(head_kwargs["dropouts"])
-    backbones = {"resnet": ResNet, "envnet": EnvNetV2}
     try:
-        backbone = backbones[family](**arch)
+        backbone = FAMILIES[family].backbone()(**arch)
     except TypeError as error:
         raise FsdError(f"bad {family} settings {sorted(arch)}: {error}") from error
     heads = MultitaskHeads(backbone.out_features, n_classes, multitask=multitask, **head_kwargs)

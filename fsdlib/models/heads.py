@@ -7,8 +7,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fsdlib.spec import check_activation
-
 Activation = Literal["sigmoid", "softmax"]
 
 
@@ -88,7 +86,6 @@ class TaggingModel(nn.Module):
         With `lengths` (B,), each sample's time steps from lengths[b] on are batch padding: the backbone ignores
         them, so a clip scores as it does alone. Runs without gradients in the current mode; call `eval()` first.
         """
-        check_activation(activation)
         with torch.no_grad():
             features = self.backbone(x) if lengths is None else self.backbone(x, lengths)
             logits = self.heads.curated(features)
