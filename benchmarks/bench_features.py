@@ -26,7 +26,8 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fsdlib.audio import SAMPLE_RATE, load_wav  # noqa: E402
-from fsdlib.features import LogMelConfig, LogMelExtractor, build_feature_store  # noqa: E402
+from fsdlib.features import LogMelExtractor, build_feature_store  # noqa: E402
+from fsdlib.settings import LogMelConfig  # noqa: E402
 
 
 def write_clips(folder: Path, n_clips: int, mean_seconds: float, seed: int = 0) -> list[Path]:

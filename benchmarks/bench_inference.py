@@ -36,7 +36,7 @@ from common import (
 )
 
 from fsdlib.inference import length_groups, predict_clips
-from fsdlib.models import TaggingModel
+from fsdlib.models import TaggingModel, build_network
 from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec
 
@@ -90,7 +90,7 @@ def padding_overhead(clips: Sequence[np.ndarray], kind: str, pads: tuple[int, ..
 def compare(name: str, spec: ModelSpec, clips: list[np.ndarray], pads: tuple[int, ...],
             cfg: InferenceConfig) -> list[object]:
     torch.manual_seed(0)
-    model = spec.build(N_CLASSES).eval()
+    model = build_network(spec, N_CLASSES).eval()
     warm = sorted(clips, key=len)[:: max(1, len(clips) // 6)]  # a few lengths, so every path starts warm
     run(model, warm, spec.kind, pads, cfg, one_clip=False)
     run(model, warm, spec.kind, pads, cfg, one_clip=True)

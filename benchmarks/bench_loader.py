@@ -44,6 +44,7 @@ from common import (
 from fsdlib.augment import augment_logmel, freq_mask, mixup, random_gain, random_gain_db, time_scale
 from fsdlib.batches import Batch, BatchMaker, FoldData
 from fsdlib.clip_input import logmel_to_input
+from fsdlib.models import build_network
 from fsdlib.prefetch import prefetch
 from fsdlib.schedule import build_optimizer
 from fsdlib.spec import ModelSpec
@@ -80,7 +81,7 @@ class Bench:
     @property
     def trainer(self) -> Trainer:
         if self._trainer is None:
-            self._trainer = Trainer(self.spec, self.spec.build(N_CLASSES), torch.device("cpu"))
+            self._trainer = Trainer(self.spec, build_network(self.spec, N_CLASSES), torch.device("cpu"))
         return self._trainer
 
     def rate(self, fn: Any, repeats: int | None = None, warmup: int = 2) -> float:
@@ -131,7 +132,7 @@ def breakdown(bench: Bench) -> list[list[object]]:
         return lambda: [fn(half, targets) for half, targets in zip(x, y, strict=True)]
 
     parts: dict[str, Any] = {"crop (BatchMaker, numpy)": lambda: next(bench.batches)}
-    if bench.spec.family == "resnet":
+    if bench.spec.kind == "logmel":
         x = [half.transpose(1, 2) for half in x]  # (B, n_mels, T), as Trainer.prepare hands it on
         valid = torch.from_numpy(batch.curated.valid)
         parts.update({

@@ -69,6 +69,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fsdlib.batches import Batch, BatchMaker, FoldData
 from fsdlib.device import cudnn_autotune, resolve_device
 from fsdlib.inference import predict_clips
+from fsdlib.models import build_network
 from fsdlib.placement import Placement, host_cores
 from fsdlib.prefetch import prefetch
 from fsdlib.schedule import build_optimizer, cyclic_cosine_scheduler
@@ -222,7 +223,7 @@ class Setup:
     @classmethod
     def build(cls, spec: ModelSpec, device: torch.device) -> Setup:
         torch.manual_seed(0)
-        model = spec.build(N_CLASSES).to(device)
+        model = build_network(spec, N_CLASSES).to(device)
         model.train()
         optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay,
                                     nesterov=spec.nesterov)
@@ -399,7 +400,7 @@ def measure_inference(name: str, spec: ModelSpec, clips: list[np.ndarray], secon
                       cfg: InferenceConfig, device: torch.device) -> dict[str, Any]:
     """Clip-seconds of audio per second per pad pass of `predict_clips` at full length with the model's pads."""
     torch.manual_seed(0)
-    model = spec.build(N_CLASSES).to(device).eval()
+    model = build_network(spec, N_CLASSES).to(device).eval()
     passes = max(1, len(spec.tta_pads))
     order = np.argsort([len(c) for c in clips])
     warm = [clips[i] for i in order[:: max(1, len(clips) // 3)]]  # a few lengths
@@ -489,7 +490,7 @@ def main() -> None:
     unknown = [m for m in args.models if m not in params.section("models")]
     if unknown:
         parser.error(f"unknown model(s) {unknown} in {args.params}")
-    specs = {m: params.model(m) for m in args.models}  # each checked as it is built
+    specs = {m: params.read(ModelSpec, f"models.{m}") for m in args.models}  # each checked as it is built
     cfg = params.read(InferenceConfig, "inference")
     predicted = set(params.read(EnsembleSettings, "ensemble").weights)
     teacher = params.read(SplSettings, "spl").teacher

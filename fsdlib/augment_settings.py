@@ -68,8 +68,8 @@ class WaveAugmentConfig:
     mixup_mode: MixupMode = "linear"
 
     def __post_init__(self) -> None:
-        check_choice("wave augment order", self.order, WAVE_ORDERS)
-        check_choice("wave augment mixup_mode", self.mixup_mode, MIXUP_MODES)
+        check_choice("order", self.order, WAVE_ORDERS)
+        check_choice("mixup_mode", self.mixup_mode, MIXUP_MODES)
 
     @property
     def scales_on_loader(self) -> bool:

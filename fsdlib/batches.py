@@ -236,7 +236,7 @@ class BatchMaker:
     def _crop(self, clips: list[np.ndarray], length: int, y: np.ndarray) -> Part:
         """One part's crops: log-mel windows, or waveform windows (of the time-scaled clips in the authors' order)."""
         spec, scaling = self.spec, self.wave_scaling
-        if spec.family == "resnet":
+        if spec.kind == "logmel":  # the family table (fsdlib/families.py): frames of log-mel, or samples
             x, valid = crop_logmel(clips, length, self.rng, spec.pad_mode)
             return Part(x, valid, y)
         if scaling is not None:  # the loader only draws and copies; the device resamples (Trainer.prepare)

@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 
 from fsdlib.errors import FsdError
+from fsdlib.layout import FOLDERS, SAMPLE_SUBMISSION, TEST_LABELS
 
 log = logging.getLogger(__name__)
 
 CURATED_CSVS = ("train_curated.csv", "train_curated_post_competition.csv")
 NOISY_CSVS = ("train_noisy.csv", "train_noisy_post_competition.csv")
-SAMPLE_SUBMISSION = "sample_submission.csv"
-TEST_LABELS = "test_post_competition.csv"
 USAGES = ("Public", "Private")
 SUBSETS = ("curated", "noisy", "test")
 
@@ -131,7 +130,7 @@ def _check_wavs(subset: Subset, csv_path: Path) -> None:
 def _read_train(root: Path, name: str, csv_names: tuple[str, ...], classes: tuple[str, ...]) -> Subset:
     path = _first_existing(root, csv_names)
     df = _read_csv(path, ("fname", "labels"))
-    subset = Subset(name, tuple(df["fname"]), root / f"train_{name}", parse_labels(df, classes, path))
+    subset = Subset(name, tuple(df["fname"]), root / FOLDERS[name], parse_labels(df, classes, path))
     _check_wavs(subset, path)
     return subset
 
@@ -152,7 +151,7 @@ def _read_test(root: Path, classes: tuple[str, ...]) -> Subset:
             raise FsdError(f"usage must be Public or Private, got {df['usage'][bad[0]]!r} for {bad[0]!r}", lab_path)
         labels = parse_labels(df.reset_index(drop=True), classes, lab_path)
         usage = tuple(df["usage"])
-    subset = Subset("test", fnames, root / "test", labels, usage)
+    subset = Subset("test", fnames, root / FOLDERS["test"], labels, usage)
     _check_wavs(subset, sub_path)
     return subset
 

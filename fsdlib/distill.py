@@ -25,7 +25,7 @@ from fsdlib.metrics import lwlrap
 from fsdlib.onnx_export import export_onnx
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import load_snapshot, snapshot_paths
-from fsdlib.settings import DISTILL_SUBSETS, DistillSettings
+from fsdlib.spec import DISTILL_SUBSETS, DistillSettings
 from fsdlib.store import FeatureStore
 from fsdlib.tagger import Tagger
 from fsdlib.tags import TaggerBase

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsdlib.atomic import atomic_path
+from fsdlib.atomic import save_torch
 from fsdlib.errors import FsdError
-from fsdlib.logmel import LogMelConfig, mel_basis
-from fsdlib.models import TaggingModel
+from fsdlib.logmel import mel_basis
+from fsdlib.models import TaggingModel, build_network
 from fsdlib.models.fusion import fold_batch_norms, mark_inference_ready
-from fsdlib.settings import InferenceConfig, model_spec
-from fsdlib.spec import ModelSpec
+from fsdlib.settings import InferenceConfig, LogMelConfig
+from fsdlib.spec import ModelSpec, model_spec
 from fsdlib.tags import TAGGER_FORMAT, TAGGER_VERSION, check_tagger_file
 
 
@@ -66,7 +66,7 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
 def folded_model(spec: ModelSpec, n_classes: int, state: dict[str, torch.Tensor] | None = None) -> TaggingModel:
     """The spec's network in eval mode with its batch norms folded, `state` (folded weights) loaded when given, ready
     for inference (fsdlib/models/fusion.py)."""
-    model = spec.build(n_classes).eval()
+    model = build_network(spec, n_classes).eval()
     fold_batch_norms(model)
     if state is not None:
         model.load_state_dict(state)
@@ -88,8 +88,7 @@ def export_ensemble(path: Path, ensemble: LoadedEnsemble) -> int:
                "members": members,
                "mel_basis": torch.from_numpy(mel_basis(ensemble.logmel) if ensemble.mel_basis is None
                                              else ensemble.mel_basis)}
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        torch.save(payload, f)  # to a file object: the archive's inner folder is not the temporary file's name
+    save_torch(payload, path)
     return path.stat().st_size
 
 

@@ -21,10 +21,10 @@ import torch
 
 from fsdlib.audio import SAMPLE_RATE, load_wav
 from fsdlib.errors import FsdError
-from fsdlib.logmel import LogMelConfig, mel_basis
+from fsdlib.logmel import mel_basis
 from fsdlib.prefetch import prefetch
 from fsdlib.progress import progress_bar
-from fsdlib.settings import FeatureSettings
+from fsdlib.settings import FeatureSettings, LogMelConfig
 from fsdlib.store import StoreWriter
 from fsdlib.wave_ref import WaveRef, wave_ref
 

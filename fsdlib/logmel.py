@@ -12,29 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from fsdlib.errors import FsdError
+from fsdlib.settings import LogMelConfig
 
 INT16_SCALE = 1.0 / 32768.0
-
-
-@dataclass(frozen=True)
-class LogMelConfig:
-    """Log-mel settings (docs/method.md §2): librosa's melspectrogram with these arguments, centred, zero-padded."""
-
-    sample_rate: int = 44100
-    n_mels: int = 128
-    n_fft: int = 2560
-    hop_length: int = 347
-    fmin: float = 20.0
-    fmax: float = 22050.0
-
-    def n_frames(self, n_samples: int) -> int:
-        """Frames of a centred STFT: one per hop, plus one."""
-        return 1 + n_samples // self.hop_length
 
 
 def mel_basis(cfg: LogMelConfig) -> np.ndarray:

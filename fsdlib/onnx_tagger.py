@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from fsdlib.audio import to_float
 from fsdlib.clip_input import pad_clip, power_to_input, silence_floor
 from fsdlib.errors import FsdError
-from fsdlib.logmel import LogMelConfig, MelSpectrogram
+from fsdlib.logmel import MelSpectrogram
 from fsdlib.progress import progress_bar
+from fsdlib.settings import LogMelConfig
 from fsdlib.tags import TaggerBase
 
 ONNX_FORMAT, ONNX_VERSION = "fsdlib-tagger-onnx", 1  # of the metadata entry `fsdlib`
@@ -63,7 +65,7 @@ def _member_input(member: dict[str, Any], pad: int, power: np.ndarray | None, wa
     """One clip's input to the graph for a member at one pad (without the batch axis)."""
     if member["kind"] == "logmel":
         return power_to_input(pad_clip(power, pad, member["pad_mode"], silence_floor(power)).T)[None]
-    samples = pad_clip(wave.astype(np.float32) / np.float32(32768.0), pad, member["pad_mode"], 0.0)
+    samples = pad_clip(to_float(wave), pad, member["pad_mode"], 0.0)
     return centred(samples, member["min_samples"])
 
 
@@ -102,7 +104,7 @@ class OnnxTagger(TaggerBase):
     def predict(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(n_files, n_classes) ensemble probabilities of int16 waveforms at 44.1 kHz."""
         logmel = any(m["kind"] == "logmel" for m in self.members)
-        return self.predict_features(self.mel.many(waves) if logmel else None, waves)
+        return self.predict_features(self.mel.many(waves, self.threads) if logmel else None, waves)
 
     def predict_features(self, mels: Sequence[np.ndarray] | None, waves: Sequence[np.ndarray],
                          progress: str | None = None) -> np.ndarray:

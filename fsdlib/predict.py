@@ -12,7 +12,7 @@ import torch
 from fsdlib.device import resolve_device
 from fsdlib.errors import FsdError
 from fsdlib.inference import predict_clips
-from fsdlib.models import TaggingModel
+from fsdlib.models import TaggingModel, build_network
 from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec
 
@@ -42,7 +42,7 @@ def snapshot_paths(fold_dir: Path, cycles: Sequence[int] | None = None) -> list[
 
 def load_snapshot(spec: ModelSpec, n_classes: int, path: Path, device: str = "auto") -> TaggingModel:
     """Build the spec's network and load a snapshot into it, in eval mode."""
-    model = spec.build(n_classes)
+    model = build_network(spec, n_classes)
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, EOFError) as exc:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsdlib.atomic import atomic_path
+from fsdlib.atomic import atomic_path, save_torch
 from fsdlib.batches import FoldData
 from fsdlib.errors import FsdError
 from fsdlib.spec import ModelSpec
@@ -68,12 +68,6 @@ def fingerprint(spec: ModelSpec, data: FoldData, name: str, fold: int, init: Pat
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
-def save(obj: Any, path: Path) -> None:
-    """torch.save atomically, through a file object so the archive does not embed the temporary name."""
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        torch.save(obj, f)
-
-
 def snapshot_path(state_dir: Path, cycle: int) -> Path:
     """Where cycle `cycle` (1-based)'s weights are kept until the fold is finished."""
     return state_dir / f"snapshot_{cycle}.pt"
@@ -81,7 +75,7 @@ def snapshot_path(state_dir: Path, cycle: int) -> Path:
 
 def save_cycle(model: torch.nn.Module, state: ResumeState, state_dir: Path, out_dir: Path, fingerprint: str) -> None:
     """A finished cycle: its weights, then the resume state that refers to them, then the weights as an output."""
-    save(model.state_dict(), snapshot_path(state_dir, state.cycle))
+    save_torch(model.state_dict(), snapshot_path(state_dir, state.cycle))
     state.save(state_dir, fingerprint)
     publish_snapshot(state_dir, out_dir, state.cycle)
 
@@ -135,10 +129,10 @@ class ResumeState:
         """Write resume.pt (after the cycle's snapshot, which it refers to)."""
         best = None if self.best is None else {"epoch": self.best.epoch, "lwlrap": self.best.lwlrap,
                                                "preds": torch.from_numpy(self.best.preds)}
-        save({"fingerprint": fingerprint, "cycle": self.cycle, "optimizer": self.optimizer,
-              "scheduler": self.scheduler, "history": self.history,
-              "oof": [torch.from_numpy(p) for p in self.oof],
-              "lr_steps": torch.tensor(self.lr_steps, dtype=torch.float64), "best": best}, state_dir / RESUME)
+        save_torch({"fingerprint": fingerprint, "cycle": self.cycle, "optimizer": self.optimizer,
+                    "scheduler": self.scheduler, "history": self.history,
+                    "oof": [torch.from_numpy(p) for p in self.oof],
+                    "lr_steps": torch.tensor(self.lr_steps, dtype=torch.float64), "best": best}, state_dir / RESUME)
 
     @classmethod
     def load(cls, state_dir: Path, fingerprint: str) -> ResumeState | None:

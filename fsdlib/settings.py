@@ -1,21 +1,20 @@
 """params.yaml as typed settings: one dataclass per section, built one way (`Params.read`), checked once there.
 
-Torch-free, so that light stages, scripts and the ONNX tagger pay nothing for it. Defaults live only in these
-dataclasses (and ModelSpec, the `models.<name>` sections); the library's functions take the built settings and
-trust them. Each choice is validated here, once, with one error that names the params key.
+Torch-free and light (yaml and fsdlib.errors), so that any stage, script or tagger can read its settings for nothing.
+Defaults live only in these dataclasses and in fsdlib/spec.py (a model's section, and `distill` which holds one); the
+library's functions take the built settings and trust them. Each choice is validated once, where its dataclass is
+built, with one error that names the file and the params key.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from fsdlib.errors import FsdError, check_choice
-from fsdlib.logmel import LogMelConfig
-from fsdlib.spec import ModelSpec
 
 PARAMS = Path("params.yaml")
 T = TypeVar("T")
@@ -23,10 +22,24 @@ T = TypeVar("T")
 SELECT_MODES = ("fixed", "cv")  # snapshots: all cycles x pads | those chosen by OOF lwlrap (docs/method.md §8)
 SUBMIT_MODES = ("fixed", "fitted")  # the submitted ensemble's weights: as given | fitted on OOF predictions
 FIT_OVER = ("weighted", "all")  # the fitted weights use: the positively weighted models | every predicted model
-CURATED_TARGETS = ("labels", "ensemble")  # what the distilled network learns on curated clips (docs/method.md §13)
 WAVE_STORES = ("copy", "reference")  # waveform store: samples copied | canonical WAVs read in place (§2)
 FOLD_METHODS = ("multilabel_stratified", "kfold")
-DISTILL_SUBSETS = ("curated", "noisy", "test")  # the distilled network learns from curated clips and any others
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Log-mel settings (docs/method.md §2): librosa's melspectrogram with these arguments, centred, zero-padded."""
+
+    sample_rate: int = 44100
+    n_mels: int = 128
+    n_fft: int = 2560
+    hop_length: int = 347
+    fmin: float = 20.0
+    fmax: float = 22050.0
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames of a centred STFT: one per hop, plus one."""
+        return 1 + n_samples // self.hop_length
 
 
 @dataclass(frozen=True)
@@ -139,24 +152,6 @@ class EnsembleSettings:
         object.__setattr__(self, "weights", weights)
 
 
-@dataclass(frozen=True)
-class DistillSettings:
-    """`distill`: one fast network trained on the submitted ensemble's predictions (docs/method.md §13)."""
-
-    model: ModelSpec = field(metadata={"section": ModelSpec})
-    subsets: tuple[str, ...] = ("curated", "noisy", "test")
-    curated_targets: str = "labels"
-    holdout_fold: int = 0
-
-    def __post_init__(self) -> None:
-        check_choice("curated_targets", self.curated_targets, CURATED_TARGETS)
-        if not set(self.subsets) <= set(DISTILL_SUBSETS) or "curated" not in self.subsets:
-            raise FsdError(f"subsets must be curated and any of {list(DISTILL_SUBSETS[1:])}, got {list(self.subsets)}")
-        if self.model.multitask or self.model.spl or self.model.init_from:
-            raise FsdError("model: the distilled network learns from the ensemble's predictions only "
-                           "(multitask, spl and init_from must be off)")
-
-
 def build(cls: type[T], values: dict[str, Any], key: str, path: Path | None = PARAMS) -> T:
     """The settings `cls` of the params section `key`: YAML lists become tuples, a field marked with a `section`
     is built from its own mapping, and any problem is one FsdError naming the file and the key."""
@@ -186,15 +181,10 @@ def build(cls: type[T], values: dict[str, Any], key: str, path: Path | None = PA
         raise FsdError(f"{key}: {exc}", path) from None
 
 
-def model_spec(values: dict[str, Any], name: str, path: Path | None = None) -> ModelSpec:
-    """The spec of model `name` from its settings (a `models.<name>` section, or a tagger file's copy of one)."""
-    return build(ModelSpec, values, f"models.{name}", path)
-
-
 def _names_a_key(problem: str, known: dict[str, Any]) -> bool:
     """Whether an error reads `<key> must ...` for one of the section's keys (then: `section.key must ...`)."""
     words = problem.split(" ", 2)
-    return len(words) > 1 and words[0] in known and words[1] == "must"
+    return len(words) > 1 and words[0].split(".")[0] in known and words[1] == "must"
 
 
 @dataclass(frozen=True)
@@ -229,10 +219,6 @@ class Params:
     def read(self, cls: type[T], key: str) -> T:
         """The settings `cls` of section `key`, checked."""
         return build(cls, self.section(key), key, self.path)
-
-    def model(self, name: str) -> ModelSpec:
-        """The settings of model `name` (`models.<name>`)."""
-        return model_spec(self.section(f"models.{name}"), name, self.path)
 
     def folds(self) -> list[int]:
         """The folds the train and predict stages use (`folds.ids`)."""

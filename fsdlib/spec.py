@@ -1,7 +1,8 @@
-"""The settings of one model of the ensemble (docs/method.md §7), shared by training and inference.
+"""The settings of one model of the ensemble (docs/method.md §7), shared by training and inference, and of the
+distilled network (`distill`, docs/method.md §13).
 
 Torch-free: a spec is checked when built (every choice of a `models.<name>` section, here and only here), and the
-code that trains or predicts with it trusts it.
+code that trains or predicts with it trusts it; fsdlib.models.build_network makes its network.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fsdlib.errors import FsdError, check_choice
 from fsdlib.families import FAMILIES
+from fsdlib.settings import build
 
 if TYPE_CHECKING:
     from fsdlib.augment_settings import LogMelAugmentConfig, WaveAugmentConfig
-    from fsdlib.models import TaggingModel
 
 ACTIVATIONS = ("sigmoid", "softmax")
 OPTIMIZERS = ("adam", "sgd")
@@ -25,6 +27,8 @@ LOSS_REDUCTIONS = ("authors", "row_sum")  # KL over batch x classes (PyTorch's d
 BCE_MODES = ("bce", "authors")  # a sigmoid head's BCE: correct | on sigmoid(logits), the authors' double sigmoid
 VALIDATE_EVERY = ("cycle", "epoch")  # validation lwlrap after each cycle | after each epoch (the paper's Table 1 CV)
 SPL_VARIANTS = ("all_folds", "leak_free")
+CURATED_TARGETS = ("labels", "ensemble")  # what the distilled network learns on curated clips (docs/method.md §13)
+DISTILL_SUBSETS = ("curated", "noisy", "test")  # the distilled network learns from curated clips and any others
 
 
 @dataclass(frozen=True)
@@ -124,17 +128,27 @@ class ModelSpec:
 
     def augment_config(self) -> LogMelAugmentConfig | WaveAugmentConfig:
         """The family's augmentation settings from `augment`."""
-        cls = FAMILIES[self.family].augment
-        try:
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()})
-        except TypeError as exc:
-            raise FsdError(f"bad augment settings for {self.family}: {exc}") from None
+        return build(FAMILIES[self.family].augment, self.augment, "augment", None)
 
-    def build(self, n_classes: int) -> TaggingModel:
-        """The network in channels-last memory, the layout oneDNN and cuDNN run fastest."""
-        import torch  # late: a spec is plain settings, torch-free until a network is built
 
-        from fsdlib.models import build_model  # late: torch
+def model_spec(values: dict[str, Any], name: str, path: Path | None = None) -> ModelSpec:
+    """The spec of model `name` from its settings (a `models.<name>` section, or a tagger file's copy of one)."""
+    return build(ModelSpec, values, f"models.{name}", path)
 
-        model = build_model(self.family, n_classes, self.multitask, **dict(self.arch))
-        return model.to(memory_format=torch.channels_last)
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """`distill`: one fast network trained on the submitted ensemble's predictions (docs/method.md §13)."""
+
+    model: ModelSpec = field(metadata={"section": ModelSpec})
+    subsets: tuple[str, ...] = ("curated", "noisy", "test")
+    curated_targets: str = "labels"
+    holdout_fold: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("curated_targets", self.curated_targets, CURATED_TARGETS)
+        if not set(self.subsets) <= set(DISTILL_SUBSETS) or "curated" not in self.subsets:
+            raise FsdError(f"subsets must be curated and any of {list(DISTILL_SUBSETS[1:])}, got {list(self.subsets)}")
+        if self.model.multitask or self.model.spl or self.model.init_from:
+            raise FsdError("model: the distilled network learns from the ensemble's predictions only "
+                           "(multitask, spl and init_from must be off)")

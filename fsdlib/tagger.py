@@ -13,11 +13,11 @@ from fsdlib.ensemble import weighted_average
 from fsdlib.errors import FsdError
 from fsdlib.export import LoadedEnsemble, load_ensemble, load_members
 from fsdlib.inference import predict_clips
-from fsdlib.logmel import LogMelConfig, MelSpectrogram
+from fsdlib.logmel import MelSpectrogram
 from fsdlib.paths import PATHS, Paths
 from fsdlib.predict import snapshot_paths
 from fsdlib.progress import progress_bar
-from fsdlib.settings import InferenceConfig
+from fsdlib.settings import InferenceConfig, LogMelConfig
 from fsdlib.spec import ModelSpec
 from fsdlib.tags import FORMATS, Tag, TaggerBase, expand_paths, render_tags  # noqa: F401  (this module's API too)
 

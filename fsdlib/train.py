@@ -26,7 +26,7 @@ from fsdlib.errors import FsdError
 from fsdlib.inference import predict_clips
 from fsdlib.losses import multitask_loss
 from fsdlib.metrics import lwlrap
-from fsdlib.models import TaggingModel
+from fsdlib.models import TaggingModel, build_network
 from fsdlib.prefetch import prefetch
 from fsdlib.progress import progress_bar
 from fsdlib.resume import BestEpoch, ResumeState, fingerprint, load_init_weights, publish_snapshot, save_cycle, snapshot_path
@@ -93,7 +93,7 @@ class Trainer:
         """A batch part on the device, augmented, as network input and targets (this rank's slice)."""
         x_t = to_device(torch.from_numpy(part.x), self.device)
         y_t = to_device(torch.from_numpy(np.ascontiguousarray(part.y, dtype=np.float32)), self.device)
-        if self.spec.family == "resnet":
+        if self.spec.kind == "logmel":
             power = x_t.transpose(1, 2)  # (B, n_mels, T)
             valid = to_device(torch.from_numpy(part.valid), self.device)
             power, y_t = augment_logmel(power, y_t, valid, self.augment, gen)
@@ -139,7 +139,7 @@ class FoldTraining:
         self.device = dev = self.world.device
         self.steps_per_epoch = max(1, len(data.train_idx) // spec.batch)
         torch.manual_seed(spec.seed_for(name, fold, "init"))
-        self.model = spec.build(n_classes).to(dev)
+        self.model = build_network(spec, n_classes).to(dev)
         if init_weights is not None:
             load_init_weights(self.model, init_weights)
         if self.world.joined:

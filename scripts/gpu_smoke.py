@@ -47,6 +47,7 @@ from fsdlib.batches import Batch, BatchMaker, FoldData  # noqa: E402
 from fsdlib.device import resolve_device  # noqa: E402
 from fsdlib.inference import predict_clips  # noqa: E402
 from fsdlib.metrics import lwlrap  # noqa: E402
+from fsdlib.models import build_network  # noqa: E402
 from fsdlib.schedule import build_optimizer  # noqa: E402
 from fsdlib.settings import InferenceConfig, Params  # noqa: E402
 from fsdlib.spec import ModelSpec  # noqa: E402
@@ -126,7 +127,7 @@ def epochs(spec: ModelSpec, data: FoldData) -> Iterator[Batch]:
 def train_and_compare(label: str, spec: ModelSpec, data: FoldData, device: torch.device, steps: int) -> dict[str, Any]:
     """A few training steps on the device, then held-out predictions on the device and on the CPU."""
     torch.manual_seed(0)
-    model = spec.build(N_CLASSES).to(device)
+    model = build_network(spec, N_CLASSES).to(device)
     optimizer = build_optimizer(spec.optimizer, model.parameters(), spec.lr_max, spec.momentum, spec.weight_decay,
                                 spec.nesterov)
     trainer, gen = Trainer(spec, model, device), torch.Generator(device).manual_seed(0)
@@ -196,7 +197,7 @@ def paper_steps(device: torch.device, steps: int) -> list[dict[str, Any]]:
     out, rng = [], np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="gpu_smoke_paper_") as tmp:
         for name in ("A", "D"):
-            spec = params.model(name)
+            spec = params.read(ModelSpec, f"models.{name}")
             (Path(tmp) / spec.kind).mkdir()
             data = bench.temporary_data(spec.kind, spec.batch, Path(tmp) / spec.kind, rng)
             reset_peak(device)
@@ -222,7 +223,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def run(inputs: Path, device_name: str, steps: int, paper: bool) -> None:
     device = resolve_device(device_name)
     params = Params.load(ROOT / "params.yaml")
-    resnet, envnet = params.model("A"), params.model("pre")
+    resnet, envnet = params.read(ModelSpec, "models.A"), params.read(ModelSpec, "models.pre")
     began = time.perf_counter()
     logmel, wave = fold_data(inputs, "logmel"), fold_data(inputs, "wave")
     rows = [train_and_compare("demo ResNet (A)", resnet, logmel, device, steps),

@@ -12,7 +12,8 @@ from fsdlib.export import load_ensemble
 from fsdlib.onnx_tagger import load_onnx_tagger
 from fsdlib.paths import PATHS
 from fsdlib.progress import print_table
-from fsdlib.settings import DistillSettings, Params
+from fsdlib.settings import Params
+from fsdlib.spec import DistillSettings
 from fsdlib.tagger import Tagger
 from stages.common import PARAMS, stage
 

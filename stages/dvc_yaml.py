@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from fsdlib.atomic import atomic_path
+from fsdlib.atomic import write_text
 from fsdlib.dvc_yaml import DVC_YAML, differences, render
 from fsdlib.errors import FsdError
 from stages.common import stage
@@ -26,9 +26,7 @@ def dvc_yaml(write: bool = typer.Option(False, "--write", help="rewrite dvc.yaml
                            + differences(current, generated), path)
         print(f"{path}: up to date")
     elif write:
-        with atomic_path(path) as tmp:
-            tmp.write_text(generated, encoding="utf-8")
-            tmp.chmod(path.stat().st_mode if path.exists() else 0o644)  # keep the file's mode (mkstemp's is 0600)
+        write_text(path, generated)
         print(f"{path}: written")
     else:
         print(generated, end="")

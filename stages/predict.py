@@ -7,6 +7,7 @@ import typer
 from fsdlib.fold_predictions import model_predictions, write_arrays
 from fsdlib.paths import PATHS
 from fsdlib.settings import InferenceConfig, Params
+from fsdlib.spec import ModelSpec
 from stages.common import PARAMS, stage
 
 
@@ -18,5 +19,5 @@ def predict(
 ) -> None:
     """Predict the test set with every fold (averaged over folds) and each fold's held-out clips, per cycle and pad."""
     p = Params.load(params)
-    arrays = model_predictions(model, p.model(model), p.folds(), p.read(InferenceConfig, "inference"), device)
-    write_arrays(PATHS.predictions_of(model), arrays)
+    spec, cfg = p.read(ModelSpec, f"models.{model}"), p.read(InferenceConfig, "inference")
+    write_arrays(PATHS.predictions_of(model), model_predictions(model, spec, p.folds(), cfg, device))

@@ -9,6 +9,7 @@ from fsdlib.fold_predictions import pseudo_label_tables, teacher_predictions, wr
 from fsdlib.paths import PATHS
 from fsdlib.selection import describe, teacher_cycles
 from fsdlib.settings import InferenceConfig, Params, SplSettings
+from fsdlib.spec import ModelSpec
 from stages.common import PARAMS, stage
 
 
@@ -25,8 +26,8 @@ def teacher(
     chosen = teacher_cycles(name, folds, spl.select)
     for k, c in chosen.items():
         print(f"teacher {name} fold {k}: {describe(c.cycles, c.pads)} (OOF lwlrap {c.cv:.4f} on the clips chosen on)")
-    write_arrays(PATHS.teacher, teacher_predictions(name, p.model(name), folds, p.read(InferenceConfig, "inference"),
-                                                    device,
+    spec, cfg = p.read(ModelSpec, f"models.{name}"), p.read(InferenceConfig, "inference")
+    write_arrays(PATHS.teacher, teacher_predictions(name, spec, folds, cfg, device,
                                                     cycles={k: c.cycles for k, c in chosen.items()}))
 
 

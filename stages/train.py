@@ -9,6 +9,7 @@ import typer
 from fsdlib.fold_workers import FoldJob, train_model
 from fsdlib.placement import Placement
 from fsdlib.settings import InferenceConfig, Params
+from fsdlib.spec import ModelSpec
 from stages.common import PARAMS, stage
 
 
@@ -22,7 +23,7 @@ def train(
 ) -> None:
     """Train a model's folds (placement: `placement` in params.yaml); writes data/models/<model>/fold<k>/."""
     p = Params.load(params)
-    spec, cfg = p.model(model), p.read(InferenceConfig, "inference")
+    spec, cfg = p.read(ModelSpec, f"models.{model}"), p.read(InferenceConfig, "inference")
     jobs = [FoldJob(spec, model, k, cfg) for k in (p.folds() if fold is None else [fold])]
     for job, result in zip(jobs, train_model(jobs, p.read(Placement, "placement"), device, progress), strict=True):
         print(f"{model} fold {job.fold}: validation lwlrap per cycle {[round(v, 4) for v in result.cycle_lwlrap]}")

@@ -19,6 +19,7 @@ from fsdlib.augment import (
 from fsdlib.batches import Part, crop_logmel, crop_wave, scaled_crop_windows, scaled_window_width
 from fsdlib.clip_input import logmel_to_input
 from fsdlib.errors import FsdError
+from fsdlib.models import build_network
 from fsdlib.spec import ModelSpec
 from fsdlib.train import Trainer
 
@@ -411,7 +412,7 @@ def test_trainer_gathers_the_authors_crops_before_augmenting() -> None:
     """Trainer.prepare turns a loader part of windows into the crops (here with no other augmentation)."""
     augment_cfg = {"mixup": False, "gain": False, "time_scale": True, "order": "authors", "p": 1.0}
     spec = ModelSpec(family="envnet", crop=1000, batch=6, augment=augment_cfg, arch={"width": 0.25, "hidden": 16})
-    trainer = Trainer(spec, spec.build(5), torch.device("cpu"))
+    trainer = Trainer(spec, build_network(spec, 5), torch.device("cpu"))
     rng = np.random.default_rng(0)
     clips = [rng.integers(-32768, 32768, size=n).astype(np.int16) for n in (1, 300, 999, 1000, 5000, 40_000)]
     window, crop = scaled_crop_windows(clips, 1000, np.random.default_rng(4), spec.augment_config().scale_range)

@@ -25,8 +25,7 @@ from fsdlib.augment import (
 from fsdlib.batches import FoldData
 from fsdlib.errors import FsdError
 from fsdlib.losses import bce_loss, multitask_loss
-from fsdlib.settings import model_spec
-from fsdlib.spec import ModelSpec
+from fsdlib.spec import ModelSpec, model_spec
 from fsdlib.train import Trainer
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"

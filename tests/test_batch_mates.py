@@ -15,10 +15,11 @@ from click.testing import CliRunner
 from fsdlib.audio import SAMPLE_RATE
 from fsdlib.export import LoadedEnsemble, LoadedMember, export_ensemble
 from fsdlib.inference import length_groups, predict_clips
-from fsdlib.logmel import LogMelConfig
+from fsdlib.models import build_network
 from fsdlib.onnx_export import export_onnx
 from fsdlib.onnx_tagger import load_onnx_tagger
-from fsdlib.settings import InferenceConfig, model_spec
+from fsdlib.settings import InferenceConfig, LogMelConfig
+from fsdlib.spec import model_spec
 from fsdlib.tagger import load_tagger
 from stages.cli import app
 
@@ -43,7 +44,7 @@ def member(name: str, pads: list[int], activation: str = "sigmoid", pad_mode: st
     spec = model_spec({"family": family, "activation": activation, "pad_mode": pad_mode, "tta_pads": pads,
                        "arch": arch}, name)
     torch.manual_seed(len(name) + len(pads))
-    net = spec.build(len(CLASSES))
+    net = build_network(spec, len(CLASSES))
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()

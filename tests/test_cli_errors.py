@@ -186,13 +186,14 @@ def tagger_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from fsdlib.export import LoadedEnsemble, LoadedMember, export_ensemble
-    from fsdlib.logmel import LogMelConfig
-    from fsdlib.settings import InferenceConfig, model_spec
+    from fsdlib.models import build_network
+    from fsdlib.settings import InferenceConfig, LogMelConfig
+    from fsdlib.spec import model_spec
 
     torch.manual_seed(0)
     spec = model_spec({"family": "resnet", "tta_pads": [],
                        "arch": {"layers": [1, 1, 1, 1], "widths": [4, 4, 8, 8], "hidden": 8}}, "T")
-    model = spec.build(2).eval().for_inference()
+    model = build_network(spec, 2).eval().for_inference()
     path = tmp_path_factory.mktemp("tagger") / "tagger.pt"
     export_ensemble(path, LoadedEnsemble(("Bark", "Meow"), LogMelConfig(), InferenceConfig(),
                                          (LoadedMember("T", spec, (model,), 1.0, ()),)))

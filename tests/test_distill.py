@@ -17,7 +17,8 @@ from fsdlib.distill import StoreChain, distill, open_distill_set
 from fsdlib.errors import FsdError
 from fsdlib.export import load_ensemble
 from fsdlib.paths import Paths
-from fsdlib.settings import DistillSettings, build
+from fsdlib.settings import build
+from fsdlib.spec import DistillSettings
 from fsdlib.store import FeatureStore, StoreWriter
 from fsdlib.tagger import Tagger, load_tagger
 

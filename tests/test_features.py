@@ -18,8 +18,8 @@ from conftest import accepted_wavs
 from fsdlib.audio import load_wav
 from fsdlib.clip_input import logmel_to_input
 from fsdlib.errors import FsdError
-from fsdlib.features import LogMelConfig, LogMelExtractor, build_feature_store
-from fsdlib.settings import FeatureSettings
+from fsdlib.features import LogMelExtractor, build_feature_store
+from fsdlib.settings import FeatureSettings, LogMelConfig
 from fsdlib.store import FeatureStore
 
 SR = 44100

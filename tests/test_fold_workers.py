@@ -20,6 +20,7 @@ from fsdlib.fold_workers import FoldJob, train_folds
 from fsdlib.paths import Paths
 from fsdlib.placement import Placement, Slot, plan_slots
 from fsdlib.settings import InferenceConfig, Params
+from fsdlib.spec import ModelSpec
 
 
 def test_cpu_workers_times_threads_fill_the_cores() -> None:
@@ -51,7 +52,7 @@ def test_bad_placement_is_one_clear_error(call, words: str) -> None:
 
 def _jobs(repo: Path, model: str) -> list[FoldJob]:
     params = Params.load(repo / "params.yaml")
-    spec, cfg = params.model(model), params.read(InferenceConfig, "inference")
+    spec, cfg = params.read(ModelSpec, f"models.{model}"), params.read(InferenceConfig, "inference")
     return [FoldJob(spec, model, k, cfg, Paths(repo)) for k in params.folds()]
 
 

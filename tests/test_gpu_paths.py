@@ -20,6 +20,7 @@ from fsdlib.device import autocast, cudnn_autotune, resolve_device, to_device
 from fsdlib.distributed import World, _SyncBatchNormFunction, init_world
 from fsdlib.errors import FsdError
 from fsdlib.inference import predict_clips
+from fsdlib.models import build_network  # noqa: E402
 from fsdlib.models.heads import MultitaskHeads, TaggingModel
 from fsdlib.settings import InferenceConfig
 from fsdlib.train import FoldTraining, Trainer, dropout_seed
@@ -210,7 +211,7 @@ def test_cudnn_autotunes_fixed_crops_only_on_cuda() -> None:
 def test_a_training_step_does_not_wait_for_the_device(data: FoldData, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _spec()
     batch = next(BatchMaker(spec, data, 3, seed=0).epoch())
-    model = spec.build(N_CLASSES)
+    model = build_network(spec, N_CLASSES)
     trainer = Trainer(spec, model, torch.device("cpu"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 

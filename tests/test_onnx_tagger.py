@@ -20,10 +20,10 @@ from test_batch_mates import CLASSES, _wave, member
 from fsdlib.errors import FsdError
 from fsdlib.export import LoadedEnsemble, export_ensemble
 from fsdlib.features import LogMelExtractor
-from fsdlib.logmel import LogMelConfig, MelSpectrogram, mel_basis
+from fsdlib.logmel import MelSpectrogram, mel_basis
 from fsdlib.onnx_export import export_onnx, external_data_path, sparse_bank
 from fsdlib.onnx_tagger import ONNX_VERSION, dense_bank, load_onnx_tagger
-from fsdlib.settings import InferenceConfig
+from fsdlib.settings import InferenceConfig, LogMelConfig
 from fsdlib.tagger import Tagger
 from fsdlib.tagger_file import open_tagger_file
 

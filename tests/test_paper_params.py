@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fsdlib.settings import model_spec
+from fsdlib.models import build_network
+from fsdlib.spec import model_spec
 
 PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "params" / "paper.yaml").read_text())
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
@@ -38,9 +39,9 @@ def test_paper_settings(name: str) -> None:
 
 
 def test_paper_networks_are_full_size() -> None:
-    resnet = model_spec(PAPER["models"]["A"], "A").build(80)
+    resnet = build_network(model_spec(PAPER["models"]["A"], "A"), 80)
     assert sum(p.numel() for p in resnet.backbone.parameters()) == 21_278_400  # ResNet34, one input channel
-    envnet = model_spec(PAPER["models"]["D"], "D").build(80)
+    envnet = build_network(model_spec(PAPER["models"]["D"], "D"), 80)
     assert envnet.backbone.out_features == 2560
     assert envnet.heads.curated[0].out_features == 1024 and envnet.heads.noisy is not None
 

@@ -22,11 +22,13 @@ from test_train import N_CLASSES, _spec, _store
 
 import fsdlib
 import fsdlib.train as train_module
+from fsdlib.atomic import save_torch as save
 from fsdlib.batches import BatchMaker, FoldData
-from fsdlib.resume import RESUME, ResumeState, code_digest, fingerprint, save, snapshot_path
+from fsdlib.models import build_network
+from fsdlib.resume import RESUME, ResumeState, code_digest, fingerprint, snapshot_path
 from fsdlib.schedule import cyclic_cosine_lr
-from fsdlib.settings import InferenceConfig, model_spec
-from fsdlib.spec import ModelSpec
+from fsdlib.settings import InferenceConfig
+from fsdlib.spec import ModelSpec, model_spec
 from fsdlib.store import FeatureStore
 from fsdlib.train import LR_STEP_TSV, FoldTraining, train_fold
 
@@ -323,17 +325,16 @@ def test_training_starts_over_when_the_states_snapshot_is_unreadable(data: FoldD
 
 def test_training_starts_over_when_the_code_changed_the_network(data: FoldData, state_dir: Path, interrupt: Callable,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same params after a code change that adds a layer (simulated by wrapping ModelSpec.build)."""
+    """The same params after a code change that adds a layer (simulated by wrapping build_network)."""
     key = _key(data)
     interrupt(key)
-    build = ModelSpec.build
 
-    def build_with_another_layer(self: ModelSpec, n_classes: int) -> torch.nn.Module:
-        model = build(self, n_classes)
+    def build_with_another_layer(spec: ModelSpec, n_classes: int) -> torch.nn.Module:
+        model = build_network(spec, n_classes)
         model.heads.curated.insert(0, torch.nn.Linear(16, 16))
         return model
 
-    monkeypatch.setattr(ModelSpec, "build", build_with_another_layer)
+    monkeypatch.setattr(train_module, "build_network", build_with_another_layer)
     assert _key(data) == key
     run = FoldTraining(SPEC, data, N_CLASSES, "T", 0, None, "cpu", state_dir, key)
     assert run.cycle == 0

@@ -19,6 +19,7 @@ from fsdlib.errors import FsdError
 from fsdlib.fold_data import open_subset
 from fsdlib.fold_predictions import model_predictions, teacher_predictions
 from fsdlib.metrics import lwlrap
+from fsdlib.models import build_network
 from fsdlib.paths import Paths
 from fsdlib.predict import load_snapshot, predict_snapshots, snapshot_paths
 from fsdlib.selection import (
@@ -241,7 +242,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Paths:
     paths.fold_dir("M", 0).mkdir(parents=True)
     for cycle in (1, 2, 3):
         torch.manual_seed(cycle)
-        torch.save(MODEL_SPEC.build(len(dataset.classes)).state_dict(), paths.fold_dir("M", 0) / f"snapshot_{cycle}.pt")
+        network = build_network(MODEL_SPEC, len(dataset.classes))
+        torch.save(network.state_dict(), paths.fold_dir("M", 0) / f"snapshot_{cycle}.pt")
     return paths
 
 

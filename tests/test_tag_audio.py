@@ -17,8 +17,9 @@ import torch
 from fsdlib.audio import SAMPLE_RATE, read_audio, read_windows, window_starts
 from fsdlib.errors import FsdError
 from fsdlib.export import export_ensemble
-from fsdlib.features import LogMelConfig
-from fsdlib.settings import InferenceConfig, model_spec
+from fsdlib.models import build_network
+from fsdlib.settings import InferenceConfig, LogMelConfig
+from fsdlib.spec import model_spec
 from fsdlib.tagger import Member, Tagger, expand_paths, load_tagger, render_tags
 
 SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
@@ -42,7 +43,7 @@ def tagger(tmp_path_factory: pytest.TempPathFactory) -> Tagger:
     snapshots = []
     for cycle in (1, 2):
         path = folder / f"snapshot_{cycle}.pt"
-        torch.save(spec.build(len(CLASSES)).state_dict(), path)
+        torch.save(build_network(spec, len(CLASSES)).state_dict(), path)
         snapshots.append(path)
     member = Member("T", spec, tuple(snapshots), 1.0, spec.tta_pads)
     return Tagger.from_members([member], CLASSES, LogMelConfig(), InferenceConfig(), device="cpu")

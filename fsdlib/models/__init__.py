@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
 
 from fsdlib.errors import FsdError
 from fsdlib.families import FAMILIES
@@ -10,7 +12,11 @@ from fsdlib.models.envnet import EnvNetV2
 from fsdlib.models.heads import Activation, MultitaskHeads, TaggingModel
 from fsdlib.models.resnet import ResNet, resnet34
 
-__all__ = ["Activation", "EnvNetV2", "MultitaskHeads", "ResNet", "TaggingModel", "build_model", "resnet34"]
+if TYPE_CHECKING:
+    from fsdlib.spec import ModelSpec
+
+__all__ = ["Activation", "EnvNetV2", "MultitaskHeads", "ResNet", "TaggingModel", "build_model", "build_network",
+           "resnet34"]
 
 HEAD_KWARGS = ("hidden", "dropouts")
 
@@ -34,3 +40,9 @@ def build_model(family: Literal["resnet", "envnet"], n_classes: int, multitask: 
         raise FsdError(f"bad {family} settings {sorted(arch)}: {error}") from error
     heads = MultitaskHeads(backbone.out_features, n_classes, multitask=multitask, **head_kwargs)
     return TaggingModel(backbone, heads)
+
+
+def build_network(spec: ModelSpec, n_classes: int) -> TaggingModel:
+    """A model's network, in channels-last memory: the layout oneDNN and cuDNN run fastest."""
+    model = build_model(spec.family, n_classes, spec.multitask, **dict(spec.arch))
+    return model.to(memory_format=torch.channels_last)
