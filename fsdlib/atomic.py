@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,23 +12,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
+def _new_temporary(path: Path) -> Path:
+    """A new empty file beside `path`, created as any new file is (0666 less the umask, not mkstemp's 0600)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path next to `path`; rename it over `path` only if the block succeeds. The file gets
-    the mode `path` had, or a new file's (0666 less the umask; mkstemp's own is 0600)."""
+    """Yield a temporary file path next to `path`; rename it over `path` only if the block succeeds. An existing
+    file's mode is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temporary(path)
     try:
         yield tmp_path
-        tmp_path.chmod(mode)
+        if path.exists():
+            tmp_path.chmod(path.stat().st_mode & 0o7777)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
