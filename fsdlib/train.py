@@ -259,6 +259,20 @@ class FoldTraining:
         return result
 
 
+DVCLIVE_SIGNAL = "DVCLIVE_STEP_COMPLETED"
+
+
+def end_live(live: Any) -> None:
+    """`live.end()`, whose last act deletes dvclive's step signal file for the VS Code extension. That file is one per
+    repository, so folds ending at once in one repository race to delete it (dvclive checks, then removes): the
+    loser's FileNotFoundError says nothing about its own run, which is complete."""
+    try:
+        live.end()
+    except FileNotFoundError as exc:
+        if Path(exc.filename or "").name != DVCLIVE_SIGNAL:
+            raise
+
+
 def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, state_dir: Path,
                inference: InferenceConfig, name: str = "model", fold: int = 0, init_weights: Path | None = None,
                device: str = "auto", progress: bool = True,
@@ -303,7 +317,7 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
         run.world.barrier()
     if not main:
         return TrainResult([], out_dir)
-    live.end()
+    end_live(live)
     result = run.write_outputs(out_dir)
     shutil.rmtree(state_dir)  # finished: a later run (e.g. after a code change) must not resume from it
     return result

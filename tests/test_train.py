@@ -18,7 +18,7 @@ from fsdlib.schedule import cyclic_cosine_lr
 from fsdlib.settings import InferenceConfig
 from fsdlib.spec import ModelSpec, model_spec
 from fsdlib.store import FeatureStore, StoreWriter
-from fsdlib.train import LR_STEP_TSV, FoldTraining, Trainer, train_fold
+from fsdlib.train import LR_STEP_TSV, FoldTraining, Trainer, end_live, train_fold
 
 INFERENCE = InferenceConfig()  # the library's batching defaults
 
@@ -342,3 +342,25 @@ def test_authors_wave_order_time_scales_and_gains_every_sample(tmp_path: Path, p
         assert all(scaled) and all(gained)
     else:
         assert 0 < sum(scaled) < len(scaled) and 0 < sum(gained) < len(gained)
+
+
+class _EndingLive:
+    """A dvclive.Live stand-in whose end() fails as given."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error, self.ended = error, False
+
+    def end(self) -> None:
+        self.ended = True
+        if self.error is not None:
+            raise self.error
+
+
+def test_a_fold_losing_the_race_for_dvclives_signal_file_still_finishes(tmp_path: Path) -> None:
+    # two folds ending at once in one repository: the other one deleted the shared signal file first
+    lost = FileNotFoundError(2, "No such file or directory", str(tmp_path / ".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED"))
+    live = _EndingLive(lost)
+    end_live(live)
+    assert live.ended
+    with pytest.raises(FileNotFoundError):  # any other missing file is a real error
+        end_live(_EndingLive(FileNotFoundError(2, "No such file or directory", str(tmp_path / "live/metrics.json"))))
