@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from fsdlib.atomic import write_json, write_text
 from fsdlib.dataset import read_label_table
@@ -24,6 +23,7 @@ from fsdlib.fold_predictions import load_predictions
 from fsdlib.metrics import lwlrap
 from fsdlib.paths import PATHS, Paths
 from fsdlib.selection import Selection, SnapshotGrid
+from fsdlib.settings import read_yaml
 
 SNAPSHOTS = ("last", "all")
 PADS = ("first", "all")
@@ -55,12 +55,7 @@ class Gain:
 
 def read_paper_results(path: Path) -> tuple[list[PaperRow], list[Gain]]:
     """The rows and gains of a paper-results file, validated; errors name the file and the row."""
-    if not path.is_file():
-        raise FsdError("paper results file not found", path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise FsdError(f"not valid YAML ({exc})", path) from None
+    doc = read_yaml(path, "paper results file not found")
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
         raise FsdError("expected a mapping with a list `rows`", path)
     rows = [_row(entry, i, path) for i, entry in enumerate(doc["rows"])]

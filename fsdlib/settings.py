@@ -181,6 +181,16 @@ def build(cls: type[T], values: dict[str, Any], key: str, path: Path | None = PA
         raise FsdError(f"{key}: {exc}", path) from None
 
 
+def read_yaml(path: Path, missing: str) -> Any:
+    """A YAML file's contents; FsdError `missing` if it does not exist, or naming the YAML error."""
+    if not path.is_file():
+        raise FsdError(missing, path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise FsdError(f"not valid YAML ({exc})", path) from None
+
+
 def _names_a_key(problem: str, known: dict[str, Any]) -> bool:
     """Whether an error reads `<key> must ...` for one of the section's keys (then: `section.key must ...`)."""
     words = problem.split(" ", 2)
@@ -197,12 +207,7 @@ class Params:
     @classmethod
     def load(cls, path: Path = PARAMS) -> Params:
         """The whole params file; a missing or malformed file is an FsdError naming it."""
-        if not path.is_file():
-            raise FsdError("params file not found (run from the repository root)", path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise FsdError(f"not valid YAML ({exc})", path) from None
+        values = read_yaml(path, "params file not found (run from the repository root)")
         if not isinstance(values, dict):
             raise FsdError("expected a mapping of stage sections", path)
         return cls(values, path)
