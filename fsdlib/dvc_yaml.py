@@ -182,9 +182,9 @@ def code_deps(root: Path, module: str, parsed: dict[Path, set[str]] | None = Non
     return sorted(files - {CLI})
 
 
-def stage_module(root: Path, cmd: str) -> str:
-    """The module that runs `fsd <subcommand> ...`."""
-    table = commands(root)
+def stage_module(root: Path, cmd: str, table: dict[str, str] | None = None) -> str:
+    """The module that runs `fsd <subcommand> ...` (`table`: the COMMANDS table, if already read)."""
+    table = commands(root) if table is None else table
     sub = cmd.split()[1]
     if sub not in table:
         raise FsdError(f"no command {sub!r} in COMMANDS (a stage of fsdlib/dvc_yaml.py runs it)", root / CLI)
@@ -293,13 +293,13 @@ def out_lines(key: str, items: tuple[Out, ...]) -> list[str]:
     return lines
 
 
-def stage_lines(root: Path, stage: Stage, parsed: dict[Path, set[str]]) -> list[str]:
+def stage_lines(root: Path, stage: Stage, parsed: dict[Path, set[str]], table: dict[str, str]) -> list[str]:
     """One stage: its matrix, cmd, code deps then data deps, params and outputs."""
     lines = [commented(f"  {stage.name}:", stage.comment)]
     if stage.matrix:
         lines += ["    matrix:", f"      model: ${{stage_models.{stage.name}}}"]
     lines += [f"    cmd: {stage.cmd}", "    deps:"]
-    lines += [f"      - {d}" for d in code_deps(root, stage_module(root, stage.cmd), parsed) + list(stage.data)]
+    lines += [f"      - {d}" for d in code_deps(root, stage_module(root, stage.cmd, table), parsed) + list(stage.data)]
     if stage.params:
         lines += ["    params:"] + [f"      - {p}" for p in stage.params]
     return lines + out_lines("outs", stage.outs) + out_lines("metrics", stage.metrics) + out_lines("plots", stage.plots)
@@ -308,9 +308,9 @@ def stage_lines(root: Path, stage: Stage, parsed: dict[Path, set[str]]) -> list[
 def render(root: Path) -> str:
     """The whole dvc.yaml for the repository at `root`."""
     fold, models = curve_plots(load_params(root)[PARAMS_FILES[0]])
-    lines, parsed = ["stages:"], {}
+    lines, parsed, table = ["stages:"], {}, commands(root)
     for stage in STAGES:
-        lines += stage_lines(root, stage, parsed) + [""]
+        lines += stage_lines(root, stage, parsed, table) + [""]
     lines.append(commented("plots:", f"training curves (dvclive), fold {fold} of each model weighed above 0"))
     lines += [f"  - data/models/{m}/fold{fold}/live/plots/metrics: {{x: step}}" for m in models]
     return "\n".join(lines) + "\n"
