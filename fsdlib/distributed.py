@@ -8,6 +8,7 @@ per rank, so with dropout the runs are equivalent in distribution rather than bi
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +96,16 @@ def init_world(device: torch.device) -> World:
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
+        atexit.register(leave_group)  # the group this process joined is left before the interpreter is torn down
     return World(dist.get_rank(), dist.get_world_size(), local_rank, device, joined=True)
+
+
+def leave_group() -> None:
+    """Destroy the process group while the interpreter is whole. A rank that exits with it alive leaves gloo's worker
+    threads to the interpreter's teardown, where they abort now and then ("terminate called without an active
+    exception"); NCCL warns that pending work may not have finished."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):

@@ -315,12 +315,12 @@ def train_fold(spec: ModelSpec, data: FoldData, n_classes: int, out_dir: Path, s
             if after_cycle is not None:
                 after_cycle(run.cycle)
         run.world.barrier()
-    if not main:
-        return TrainResult([], out_dir)
-    end_live(live)
-    result = run.write_outputs(out_dir)
-    shutil.rmtree(state_dir)  # finished: a later run (e.g. after a code change) must not resume from it
-    return result
+    if main:
+        end_live(live)
+        result = run.write_outputs(out_dir)
+        shutil.rmtree(state_dir)  # finished: a later run (e.g. after a code change) must not resume from it
+    run.world.barrier()  # every rank leaves together: none exits while another still holds the group's connections
+    return result if main else TrainResult([], out_dir)
 
 
 def fits(model: nn.Module, weights: dict[str, torch.Tensor]) -> bool:

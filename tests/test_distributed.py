@@ -35,8 +35,12 @@ def stop_once(cycle):
         raise SystemExit(3)
 
 
-train_fold(spec, data, 3, root / "out", state, InferenceConfig(), name="P", fold=0, device="cpu", progress=False,
-           after_cycle=stop_once)
+try:
+    train_fold(spec, data, 3, root / "out", state, InferenceConfig(), name="P", fold=0, device="cpu", progress=False,
+               after_cycle=stop_once)
+finally:  # the group this script joined, left before exit (fsdlib.distributed.leave_group)
+    if dist.is_initialized():
+        dist.destroy_process_group()
 """
 
 
