@@ -20,11 +20,11 @@ import pyarrow.ipc as ipc
 
 from fsdlib.atomic import atomic_path
 from fsdlib.errors import FsdError
+from fsdlib.settings import WAVE_STORES  # copy | reference (waveform stores only)
 from fsdlib.wave_ref import WaveRef, check_ref, map_samples, recorded_path, resolved
 
 FORMAT_VERSION = 1
 KINDS = {"logmel": np.dtype(np.float32), "wave": np.dtype(np.int16)}
-LAYOUTS = ("copy", "reference")  # samples in the store | canonical WAVs read in place (waveform stores only)
 _META_KEY = b"fsdlib"
 _REF_FIELDS = (("source", pa.string()), ("offset", pa.int64()), ("samples", pa.int64()), ("file_bytes", pa.int64()))
 
@@ -49,7 +49,7 @@ class StoreWriter:
                  layout: str = "copy") -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown store kind {kind!r}; expected one of {sorted(KINDS)}")
-        if layout not in LAYOUTS or (layout == "reference" and kind != "wave"):
+        if layout not in WAVE_STORES or (layout == "reference" and kind != "wave"):
             raise ValueError(f"layout {layout!r} for a {kind} store; expected copy, or reference for waveforms")
         self.path = Path(path)
         self.kind = kind
@@ -208,7 +208,7 @@ class FeatureStore:
                            f"{FORMAT_VERSION} (rerun the features stage)", path)
         expected = _schema(KINDS[meta["kind"]], meta)
         if (not schema.equals(expected, check_metadata=False) or meta["inner_dim"] < 1
-                or meta.get("layout", "copy") not in LAYOUTS):
+                or meta.get("layout", "copy") not in WAVE_STORES):
             raise FsdError(f"feature store has an unexpected schema: {schema.to_string(show_schema_metadata=False)}",
                            path)
         return meta

@@ -11,9 +11,6 @@ from typing import Any, TypeVar
 
 from fsdlib.errors import FsdError
 from fsdlib.heap import bound_kernel_cache, keep_freed_memory
-from fsdlib.settings import PARAMS
-
-__all__ = ["PARAMS", "stage"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

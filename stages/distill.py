@@ -12,10 +12,10 @@ from fsdlib.export import load_ensemble
 from fsdlib.onnx_tagger import load_onnx_tagger
 from fsdlib.paths import PATHS
 from fsdlib.progress import print_table
-from fsdlib.settings import Params
+from fsdlib.settings import PARAMS, Params
 from fsdlib.spec import DistillSettings
 from fsdlib.tagger import Tagger
-from stages.common import PARAMS, stage
+from stages.common import stage
 
 
 @stage

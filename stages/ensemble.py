@@ -6,8 +6,8 @@ from pathlib import Path
 import typer
 
 from fsdlib.ensemble_outputs import report_ensemble, selection_summary, summary
-from fsdlib.settings import EnsembleSettings, Params
-from stages.common import PARAMS, stage
+from fsdlib.settings import PARAMS, EnsembleSettings, Params
+from stages.common import stage
 
 
 @stage

@@ -8,8 +8,8 @@ import typer
 from fsdlib.export import export_ensemble
 from fsdlib.onnx_export import export_onnx
 from fsdlib.paths import PATHS
-from fsdlib.settings import Params
-from stages.common import PARAMS, stage
+from fsdlib.settings import PARAMS, Params
+from stages.common import stage
 from stages.tagging import trained_tagger
 
 

@@ -8,8 +8,8 @@ from fsdlib.atomic import atomic_dir
 from fsdlib.dataset import label_table, read_dataset
 from fsdlib.features import build_feature_store
 from fsdlib.paths import PATHS
-from fsdlib.settings import DataSettings, FeatureSettings, Params
-from stages.common import PARAMS, stage
+from fsdlib.settings import PARAMS, DataSettings, FeatureSettings, Params
+from stages.common import stage
 
 
 @stage

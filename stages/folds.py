@@ -8,8 +8,8 @@ from fsdlib.atomic import atomic_path
 from fsdlib.dataset import read_dataset
 from fsdlib.folds import make_folds
 from fsdlib.paths import PATHS
-from fsdlib.settings import DataSettings, FoldSettings, Params
-from stages.common import PARAMS, stage
+from fsdlib.settings import PARAMS, DataSettings, FoldSettings, Params
+from stages.common import stage
 
 
 @stage

@@ -6,9 +6,9 @@ import typer
 
 from fsdlib.fold_predictions import model_predictions, write_arrays
 from fsdlib.paths import PATHS
-from fsdlib.settings import InferenceConfig, Params
+from fsdlib.settings import PARAMS, InferenceConfig, Params
 from fsdlib.spec import ModelSpec
-from stages.common import PARAMS, stage
+from stages.common import stage
 
 
 @stage

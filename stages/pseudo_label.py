@@ -8,9 +8,9 @@ from fsdlib.atomic import atomic_path
 from fsdlib.fold_predictions import pseudo_label_tables, teacher_predictions, write_arrays
 from fsdlib.paths import PATHS
 from fsdlib.selection import describe, teacher_cycles
-from fsdlib.settings import InferenceConfig, Params, SplSettings
+from fsdlib.settings import PARAMS, InferenceConfig, Params, SplSettings
 from fsdlib.spec import ModelSpec
-from stages.common import PARAMS, stage
+from stages.common import stage
 
 
 @stage

@@ -5,8 +5,8 @@ from pathlib import Path
 import typer
 
 from fsdlib.paper_tables import write_paper_tables
-from fsdlib.settings import Params
-from stages.common import PARAMS, stage
+from fsdlib.settings import PARAMS, Params
+from stages.common import stage
 
 PAPER_RESULTS = Path("params/paper_results.yaml")
 

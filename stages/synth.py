@@ -5,9 +5,9 @@ from pathlib import Path
 import typer
 
 from fsdlib.paths import PATHS
-from fsdlib.settings import Params
+from fsdlib.settings import PARAMS, Params
 from fsdlib.synth import SynthConfig, generate_demo
-from stages.common import PARAMS, stage
+from stages.common import stage
 
 
 @stage

@@ -8,10 +8,10 @@ import typer
 
 from fsdlib.atomic import write_text
 from fsdlib.errors import FsdError
-from fsdlib.settings import Params
+from fsdlib.settings import PARAMS, Params
 from fsdlib.tagger_file import open_tagger_file
 from fsdlib.tags import expand_paths, render_tags
-from stages.common import PARAMS, stage
+from stages.common import stage
 
 
 class Format(StrEnum):

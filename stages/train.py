@@ -8,9 +8,9 @@ import typer
 
 from fsdlib.fold_workers import FoldJob, train_model
 from fsdlib.placement import Placement
-from fsdlib.settings import InferenceConfig, Params
+from fsdlib.settings import PARAMS, InferenceConfig, Params
 from fsdlib.spec import ModelSpec
-from stages.common import PARAMS, stage
+from stages.common import stage
 
 
 @stage
